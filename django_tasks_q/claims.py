@@ -1,0 +1,262 @@
+"""The claim and the fenced state transitions of a claimed task.
+
+A claim gives each task a fresh lease token. Every later write about that
+attempt is an UPDATE filtered by ``(id, status, lease_token)`` whose row
+count is checked: a worker that lost its lease (its task was rescued or
+cancelled meanwhile) changes nothing, and the rejected write is logged and
+counted in ``fenced_out_writes``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.fields import DurationField
+from django.db.models.functions import Now
+
+from .codes import ErrorCode
+from .ids import new_lease_token
+from .models import Task, TaskAttempt
+from .results import TaskError
+from .states import AttemptOutcome, TaskStatus
+
+logger = logging.getLogger("django_tasks_q.claims")
+
+_fenced_out_total = 0
+
+
+def fenced_out_count() -> int:
+    """Writes rejected in this process because their lease was lost."""
+    return _fenced_out_total
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """What a worker holds after a claim: the payload and the lease."""
+
+    id: uuid.UUID
+    name: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    lease_token: uuid.UUID
+    worker_id: str
+    database: str
+
+    def fenced(self, status: TaskStatus) -> Any:
+        """The queryset an UPDATE about this attempt must go through."""
+        return Task.objects.using(self.database).filter(
+            pk=self.id, status=status, lease_token=self.lease_token
+        )
+
+
+def claim(
+    *, worker_id: str, queues: list[str], limit: int, database: str
+) -> list[ClaimedTask]:
+    """Claim up to ``limit`` ready tasks in one short transaction.
+
+    ``SKIP LOCKED`` lets concurrent workers claim disjoint rows without
+    waiting on each other; on SQLite the IMMEDIATE transaction serializes
+    claims instead. Tasks past ``good_until`` are expired on the way.
+    """
+    token = new_lease_token()
+    with transaction.atomic(using=database):
+        rows = list(
+            Task.objects.using(database)
+            .ready(queues)
+            .select_for_update(skip_locked=True)
+            .annotate(db_now=Now())
+            .only(
+                "id",
+                "name",
+                "queue",
+                "args",
+                "kwargs",
+                "attempts",
+                "max_attempts",
+                "good_until",
+            )[:limit]
+        )
+        if not rows:
+            return []
+
+        expired = [row.pk for row in rows if _is_expired(row)]
+        if expired:
+            _expire(expired, database)
+
+        claimed_ids = [row.pk for row in rows if row.pk not in expired]
+        Task.objects.using(database).filter(pk__in=claimed_ids).update(
+            status=TaskStatus.CLAIMED,
+            lease_token=token,
+            worker_id=worker_id,
+            claimed_at=Now(),
+            attempts=F("attempts") + 1,
+        )
+
+    return [
+        ClaimedTask(
+            id=row.pk,
+            name=row.name,
+            queue=row.queue,
+            args=row.args,
+            kwargs=row.kwargs,
+            attempt=row.attempts + 1,
+            max_attempts=row.max_attempts,
+            lease_token=token,
+            worker_id=worker_id,
+            database=database,
+        )
+        for row in rows
+        if row.pk in claimed_ids
+    ]
+
+
+def _is_expired(row: Any) -> bool:
+    return row.good_until is not None and row.good_until <= row.db_now
+
+
+def _expire(task_ids: list[uuid.UUID], database: str) -> None:
+    Task.objects.using(database).filter(pk__in=task_ids).update(
+        status=TaskStatus.EXPIRED,
+        finished_at=Now(),
+        error_code=ErrorCode.TASK_EXPIRED,
+        error_message="The task was not started before its good_until deadline.",
+    )
+    for task_id in task_ids:
+        logger.info(
+            "Task id=%s expired before it started",
+            task_id,
+            extra={"action": "task_expired", "task_id": str(task_id)},
+        )
+
+
+def _fenced_out(claimed: ClaimedTask, write: str) -> None:
+    global _fenced_out_total
+    _fenced_out_total += 1
+    logger.warning(
+        "Task id=%s attempt=%s lost its lease; the %s write was not applied",
+        claimed.id,
+        claimed.attempt,
+        write,
+        extra={
+            "action": "write_fenced_out",
+            "task_id": str(claimed.id),
+            "attempt": claimed.attempt,
+            "write": write,
+        },
+    )
+
+
+def start(claimed: ClaimedTask) -> bool:
+    """Move a claimed task to RUNNING and open its attempt row."""
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(TaskStatus.CLAIMED).update(
+            status=TaskStatus.RUNNING, started_at=Now(), progress=None
+        )
+        if updated:
+            TaskAttempt.objects.using(claimed.database).create(
+                task_id=claimed.id,
+                number=claimed.attempt,
+                worker_id=claimed.worker_id,
+                lease_token=claimed.lease_token,
+            )
+    if not updated:
+        _fenced_out(claimed, "start")
+    return bool(updated)
+
+
+def complete(claimed: ClaimedTask, result: Any) -> bool:
+    """Store the result of a RUNNING task and close its attempt."""
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(TaskStatus.RUNNING).update(
+            status=TaskStatus.COMPLETED,
+            result=result,
+            finished_at=Now(),
+            error_code="",
+            error_message="",
+            error_data=None,
+            exception_type="",
+            traceback="",
+        )
+        if updated:
+            _close_attempt(claimed, AttemptOutcome.COMPLETED, None)
+    if not updated:
+        _fenced_out(claimed, "complete")
+    return bool(updated)
+
+
+def fail(claimed: ClaimedTask, error: TaskError, retry_in: float | None) -> bool:
+    """End a RUNNING attempt with ``error``.
+
+    With ``retry_in`` seconds the task goes back to PENDING, claimable after
+    that delay on the database clock; without, it ends FAILED.
+    """
+    error_fields = {
+        "error_code": error.error_code,
+        "error_message": error.message,
+        "error_data": error.data,
+        "exception_type": error.exception_type or "",
+        "traceback": error.traceback or "",
+    }
+    if retry_in is None:
+        changes: dict[str, Any] = {"status": TaskStatus.FAILED, "finished_at": Now()}
+    else:
+        delay = Value(dt.timedelta(seconds=retry_in), output_field=DurationField())
+        changes = {
+            "status": TaskStatus.PENDING,
+            "run_after": Now() + delay,
+            "lease_token": None,
+        }
+
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(TaskStatus.RUNNING).update(**changes, **error_fields)
+        if updated:
+            _close_attempt(claimed, AttemptOutcome.FAILED, error)
+    if not updated:
+        _fenced_out(claimed, "fail")
+    return bool(updated)
+
+
+def release(claimed: ClaimedTask) -> bool:
+    """Give a claimed, never-started task back to the queue unchanged."""
+    updated = claimed.fenced(TaskStatus.CLAIMED).update(
+        status=TaskStatus.PENDING,
+        lease_token=None,
+        worker_id="",
+        claimed_at=None,
+        attempts=F("attempts") - 1,
+    )
+    if not updated:
+        _fenced_out(claimed, "release")
+    return bool(updated)
+
+
+def set_progress(claimed: ClaimedTask, progress: Any) -> bool:
+    """Store progress for a RUNNING task; fenced like every other write."""
+    updated = claimed.fenced(TaskStatus.RUNNING).update(progress=progress)
+    if not updated:
+        _fenced_out(claimed, "progress")
+    return bool(updated)
+
+
+def _close_attempt(
+    claimed: ClaimedTask, outcome: AttemptOutcome, error: TaskError | None
+) -> None:
+    TaskAttempt.objects.using(claimed.database).filter(
+        task_id=claimed.id, number=claimed.attempt
+    ).update(
+        outcome=outcome,
+        finished_at=Now(),
+        error_code=error.error_code if error else "",
+        error_message=error.message if error else "",
+        exception_type=(error.exception_type or "") if error else "",
+        traceback=(error.traceback or "") if error else "",
+    )

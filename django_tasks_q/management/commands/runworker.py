@@ -1,0 +1,146 @@
+"""``manage.py runworker``: parse options, hand them to ``Worker``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from argparse import ArgumentParser, ArgumentTypeError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_tasks_q.conf import get_settings, is_valid_queue_name
+from django_tasks_q.ids import new_worker_id
+from django_tasks_q.registry import registry
+from django_tasks_q.worker import Worker, WorkerOptions
+
+VERBOSITY_LEVELS = {
+    0: logging.WARNING,
+    1: logging.INFO,
+    2: logging.DEBUG,
+    3: logging.DEBUG,
+}
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise ArgumentTypeError(f"{value!r} is not 1 or more")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise ArgumentTypeError(f"{value!r} is not more than 0")
+    return number
+
+
+def _queue_list(value: str) -> list[str]:
+    queues = [name.strip() for name in value.split(",") if name.strip()]
+    for name in queues:
+        if not is_valid_queue_name(name):
+            raise ArgumentTypeError(
+                f"queue name {name!r} is invalid; use letters, digits, '_', '.' "
+                "and '-' (at most 48 characters)"
+            )
+    if not queues:
+        raise ArgumentTypeError("give at least one queue name")
+    return queues
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a django-tasks-q worker: claim tasks from the database and run "
+        "them until stopped with SIGTERM or Ctrl-C."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--queues",
+            type=_queue_list,
+            default=None,
+            help=(
+                "Comma-separated queues to claim from, e.g. 'default,emails'. "
+                "Default: every queue in TASKS_Q['QUEUES']."
+            ),
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=_positive_int,
+            default=4,
+            help=(
+                "Tasks run at once, each in its own thread; async tasks share "
+                "one event loop. Default: 4."
+            ),
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Exit once nothing is claimable instead of waiting for more.",
+        )
+        parser.add_argument(
+            "--max-tasks",
+            type=_positive_int,
+            default=None,
+            help="Exit after claiming this many tasks (and finishing them).",
+        )
+        parser.add_argument(
+            "--poll-interval",
+            type=_positive_float,
+            default=None,
+            help=(
+                "Seconds between looks for new tasks when idle. "
+                "Default: TASKS_Q['POLL_INTERVAL'] (1.0)."
+            ),
+        )
+        parser.add_argument(
+            "--worker-id",
+            default=None,
+            help=(
+                "Identifier recorded on the tasks this worker runs; must be "
+                "unique per process. Default: host-pid-random."
+            ),
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._configure_logging(options["verbosity"])
+        self._check_task_modules()
+
+        settings = get_settings()
+        worker = Worker(
+            WorkerOptions(
+                worker_id=options["worker_id"] or new_worker_id(),
+                queues=options["queues"] or list(settings.queues),
+                concurrency=options["concurrency"],
+                burst=options["burst"],
+                max_tasks=options["max_tasks"],
+                poll_interval=options["poll_interval"] or settings.poll_interval,
+                database=settings.database,
+            )
+        )
+        worker.run()
+
+    def _check_task_modules(self) -> None:
+        if registry.import_send_errors:
+            failure = registry.import_send_errors[0]
+            raise CommandError(
+                f"Tasks module {failure.module!r} sends a task while it is imported "
+                f"({failure.error}); move the send into a function."
+            )
+
+    def _configure_logging(self, verbosity: int) -> None:
+        logger = logging.getLogger("django_tasks_q")
+        logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.DEBUG))
+        if not logger.hasHandlers():
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            logger.addHandler(handler)

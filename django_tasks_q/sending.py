@@ -1,0 +1,293 @@
+"""Turning a call into a stored task row: validate, encode, insert."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
+from django.db.models import Value
+from django.db.models.expressions import Combinable
+from django.db.models.fields import DurationField
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from .codes import ErrorCode
+from .conf import get_settings, is_valid_queue_name
+from .exceptions import TaskSendError
+from .handle import TaskHandle
+from .registry import registry
+from .serialization import SerializationError, encode
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .models import Task as TaskRow
+    from .task import BaseTask
+
+logger = logging.getLogger("django_tasks_q.sending")
+
+#: Rows per INSERT statement in send_many(); keeps statements well under
+#: every backend's parameter limit.
+BULK_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    queue: str
+    priority: int
+    run_at: dt.datetime | None = None
+    delay: float | int | dt.timedelta | None = None
+    good_until: dt.datetime | dt.timedelta | None = None
+
+
+def _fail(
+    task: BaseTask[Any, Any],
+    code: ErrorCode,
+    message: str,
+    parameter: str | None = None,
+) -> TaskSendError:
+    return TaskSendError(code, message, task_name=task.name, parameter=parameter)
+
+
+def _db_time(offset: float | int | dt.timedelta) -> Combinable:
+    """``now + offset`` on the database clock, which every worker shares."""
+    if not isinstance(offset, dt.timedelta):
+        offset = dt.timedelta(seconds=offset)
+    return Now() + Value(offset, output_field=DurationField())
+
+
+def _check_options(task: BaseTask[Any, Any], options: SendOptions) -> None:
+    if not is_valid_queue_name(options.queue):
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r} cannot be sent to queue {options.queue!r}: use "
+            "letters, digits, '_', '.' and '-' (at most 48 characters).",
+        )
+    if isinstance(options.priority, bool) or not isinstance(options.priority, int):
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r}: priority must be an integer, "
+            f"not {options.priority!r}.",
+        )
+    if options.run_at is not None and options.delay is not None:
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r}: give run_at or delay, not both.",
+        )
+    if options.run_at is not None and (
+        not isinstance(options.run_at, dt.datetime) or timezone.is_naive(options.run_at)
+    ):
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r}: run_at must be an aware datetime, "
+            f"not {options.run_at!r}.",
+        )
+    if options.delay is not None:
+        seconds = (
+            options.delay.total_seconds()
+            if isinstance(options.delay, dt.timedelta)
+            else options.delay
+        )
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or seconds < 0
+        ):
+            raise _fail(
+                task,
+                ErrorCode.VALIDATION_FAILED,
+                f"Task {task.name!r}: delay must be a number of seconds >= 0, "
+                f"not {options.delay!r}.",
+            )
+    good_until = options.good_until
+    if good_until is not None and not (
+        isinstance(good_until, dt.timedelta)
+        or (isinstance(good_until, dt.datetime) and timezone.is_aware(good_until))
+    ):
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r}: good_until must be an aware datetime or a "
+            f"timedelta, not {good_until!r}.",
+        )
+
+
+def _parameter_names(task: BaseTask[Any, Any], count: int) -> list[str]:
+    """Name each of ``count`` positional arguments for error messages."""
+    names: list[str] = []
+    var_positional = None
+    for parameter in task.signature.signature.parameters.values():
+        if parameter.kind in (
+            parameter.POSITIONAL_ONLY,
+            parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            names.append(parameter.name)
+        elif parameter.kind == parameter.VAR_POSITIONAL:
+            var_positional = parameter.name
+    extra = [f"{var_positional or 'args'}[{i}]" for i in range(count - len(names))]
+    return (names + extra)[:count]
+
+
+def _encode_call(
+    task: BaseTask[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        task.signature.bind(tuple(args), kwargs)
+    except TypeError as exc:
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r} cannot be sent: {exc}.",
+        ) from exc
+
+    try:
+        names = _parameter_names(task, len(args))
+        encoded_args = [
+            encode(value, name) for name, value in zip(names, args, strict=True)
+        ]
+        encoded_kwargs = {name: encode(value, name) for name, value in kwargs.items()}
+    except SerializationError as exc:
+        parameter = exc.path.split("[")[0].split(".")[0]
+        raise _fail(
+            task,
+            ErrorCode.VALIDATION_FAILED,
+            f"Task {task.name!r} cannot be sent: argument {exc.path!r}: {exc.reason}.",
+            parameter,
+        ) from exc
+    return encoded_args, encoded_kwargs
+
+
+def _check_size(
+    task: BaseTask[Any, Any], args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    limit = get_settings().max_payload_bytes
+    size = len(json.dumps([args, kwargs], separators=(",", ":")).encode())
+    if size <= limit:
+        return
+
+    sizes = {f"#{i}": len(json.dumps(value)) for i, value in enumerate(args)}
+    sizes.update({name: len(json.dumps(value)) for name, value in kwargs.items()})
+    largest = max(sizes, key=sizes.__getitem__)
+    raise _fail(
+        task,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"Task {task.name!r} cannot be sent: its arguments take {size} bytes, over "
+        f"the {limit}-byte MAX_PAYLOAD_BYTES limit; the largest is {largest!r} "
+        f"({sizes[largest]} bytes).",
+        largest,
+    )
+
+
+def _build_row(
+    task: BaseTask[Any, Any],
+    options: SendOptions,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> TaskRow:
+    from .models import Task as TaskRow
+
+    encoded_args, encoded_kwargs = _encode_call(task, args, kwargs)
+    _check_size(task, encoded_args, encoded_kwargs)
+
+    row = TaskRow(
+        name=task.name,
+        queue=options.queue,
+        priority=options.priority,
+        args=encoded_args,
+        kwargs=encoded_kwargs,
+        max_attempts=task.max_attempts,
+    )
+    if options.run_at is not None:
+        row.run_after = options.run_at
+    elif options.delay:
+        row.run_after = _db_time(options.delay)
+    if isinstance(options.good_until, dt.timedelta):
+        row.good_until = _db_time(options.good_until)
+    else:
+        row.good_until = options.good_until
+    return row
+
+
+def send_calls(
+    task: BaseTask[Any, Any],
+    options: SendOptions,
+    calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+) -> list[TaskHandle[Any]]:
+    """Validate every call, then insert them all or none of them."""
+    if registry.sends_suppressed:
+        raise _fail(
+            task,
+            ErrorCode.SEND_SUPPRESSED,
+            f"Task {task.name!r} was sent while task modules were being imported; "
+            "send tasks from functions or views, never at module level.",
+        )
+    _check_options(task, options)
+    rows = [_build_row(task, options, args, kwargs) for args, kwargs in calls]
+
+    database = get_settings().database
+    _insert(task, rows, database)
+
+    handles: list[TaskHandle[Any]] = [
+        TaskHandle(str(row.id), task_name=task.name) for row in rows
+    ]
+    _track_commit(handles, database)
+
+    logger.debug(
+        "Sent %s run(s) of task name=%s queue=%s",
+        len(rows),
+        task.name,
+        options.queue,
+        extra={"action": "task_sent", "task_name": task.name, "count": len(rows)},
+    )
+    return handles
+
+
+def _insert(task: BaseTask[Any, Any], rows: list[TaskRow], database: str) -> None:
+    from .models import Task as TaskRow
+
+    try:
+        if len(rows) == 1:
+            rows[0].save(force_insert=True, using=database)
+        elif rows:
+            with transaction.atomic(using=database):
+                TaskRow.objects.using(database).bulk_create(
+                    rows, batch_size=BULK_BATCH_SIZE
+                )
+    except DatabaseError as exc:
+        retryable = isinstance(exc, OperationalError | InterfaceError)
+        raise TaskSendError(
+            ErrorCode.ENQUEUE_FAILED,
+            f"Task {task.name!r} could not be stored: {exc}",
+            task_name=task.name,
+            retryable=retryable,
+        ) from exc
+
+
+def _track_commit(handles: list[TaskHandle[Any]], database: str) -> None:
+    """Let handles sent inside a transaction know when it commits, so
+    ``get()`` can refuse to wait on a task no worker can see yet."""
+    if not connections[database].in_atomic_block:
+        return
+
+    for handle in handles:
+        handle._awaiting_commit = True
+
+    def committed() -> None:
+        for handle in handles:
+            handle._awaiting_commit = False
+
+    transaction.on_commit(committed, using=database)

@@ -1,0 +1,251 @@
+"""The worker's main loop: register, claim into free slots, drain, stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+
+from django.db import DatabaseError
+from django.db.models.functions import Now
+
+from .. import claims
+from ..claims import ClaimedTask
+from ..models import Worker as WorkerRow
+from .connections import StrayConnectionCollector, drop_broken_connections
+from .event_loop import EventLoopThread
+from .execution import TaskExecutor
+
+logger = logging.getLogger("django_tasks_q.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    worker_id: str
+    queues: list[str]
+    concurrency: int = 4
+    burst: bool = False
+    max_tasks: int | None = None
+    poll_interval: float = 1.0
+    database: str = "default"
+    install_signal_handlers: bool = True
+
+
+class Worker:
+    """Claims tasks from ``queues`` and runs them on a pool of threads.
+
+    ``run()`` returns once the worker has stopped: after a signal, after
+    ``max_tasks`` claims, or, in burst mode, when nothing is claimable.
+    """
+
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.id = options.worker_id
+        self.stopping = threading.Event()
+        self._wakeup = threading.Event()
+        self._running: dict[Future[None], ClaimedTask] = {}
+        self._running_lock = threading.Lock()
+        self._claimed_total = 0
+        self._signals_received = 0
+        self._event_loop = EventLoopThread()
+        self._executor = TaskExecutor(self._event_loop)
+        self._strays = StrayConnectionCollector()
+        self._pool = ThreadPoolExecutor(
+            max_workers=options.concurrency,
+            thread_name_prefix="tasks-q-slot",
+            initializer=self._strays.own_current_thread,
+        )
+
+    # Lifecycle
+
+    def run(self) -> None:
+        if self.options.install_signal_handlers:
+            self._install_signal_handlers()
+        self._strays.own_current_thread()
+        self._strays.install()
+        self._register()
+        try:
+            self._loop()
+        finally:
+            self._shut_down()
+
+    def stop(self) -> None:
+        """Stop claiming; running tasks finish before ``run()`` returns."""
+        self.stopping.set()
+        self._wakeup.set()
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals_received += 1
+        if self._signals_received > 1:
+            # A second signal means "now": skip the drain.
+            os._exit(1)
+        logger.warning(
+            "Worker id=%s received %s; finishing running tasks before exiting",
+            self.id,
+            signal.Signals(signum).name,
+            extra={"action": "worker_stopping", "worker_id": self.id},
+        )
+        self.stop()
+
+    def _register(self) -> None:
+        WorkerRow.objects.using(self.options.database).create(
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.options.queues,
+            concurrency=self.options.concurrency,
+        )
+        logger.info(
+            "Worker id=%s started queues=%s concurrency=%s",
+            self.id,
+            ",".join(self.options.queues),
+            self.options.concurrency,
+            extra={
+                "action": "worker_started",
+                "worker_id": self.id,
+                "queues": self.options.queues,
+            },
+        )
+
+    def _shut_down(self) -> None:
+        self._release_unstarted()
+        self._pool.shutdown(wait=True)
+        self._event_loop.stop()
+        self._strays.collect()
+        self._strays.uninstall()
+        try:
+            WorkerRow.objects.using(self.options.database).filter(pk=self.id).update(
+                stopped_at=Now()
+            )
+        except DatabaseError:
+            logger.exception(
+                "Worker id=%s could not record its stop",
+                self.id,
+                extra={"action": "worker_stop_failed", "worker_id": self.id},
+            )
+        logger.info(
+            "Worker id=%s stopped after %s task(s)",
+            self.id,
+            self._claimed_total,
+            extra={"action": "worker_stopped", "worker_id": self.id},
+        )
+
+    def _release_unstarted(self) -> None:
+        with self._running_lock:
+            queued = list(self._running.items())
+        for future, claimed in queued:
+            if future.cancel():
+                claims.release(claimed)
+
+    # Claiming
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            self._wakeup.clear()
+            free_slots = self._free_slots()
+            claimed = self._claim(free_slots) if free_slots else []
+            for claimed_task in claimed:
+                self._submit(claimed_task)
+
+            if self._max_tasks_reached():
+                logger.info(
+                    "Worker id=%s reached --max-tasks=%s",
+                    self.id,
+                    self.options.max_tasks,
+                    extra={"action": "worker_max_tasks", "worker_id": self.id},
+                )
+                break
+            if self.options.burst and not claimed and not self._running:
+                logger.info(
+                    "Worker id=%s found nothing to claim; burst mode ends",
+                    self.id,
+                    extra={"action": "worker_burst_done", "worker_id": self.id},
+                )
+                break
+
+            # A full batch means more may be waiting: claim again at once
+            # when a slot frees up; otherwise wait for the next poll.
+            if free_slots and len(claimed) == free_slots and self._free_slots():
+                continue
+            self._wakeup.wait(self.options.poll_interval)
+
+    def _free_slots(self) -> int:
+        with self._running_lock:
+            running = len(self._running)
+        free = self.options.concurrency - running
+        if self.options.max_tasks is not None:
+            free = min(free, self.options.max_tasks - self._claimed_total)
+        return max(free, 0)
+
+    def _max_tasks_reached(self) -> bool:
+        return (
+            self.options.max_tasks is not None
+            and self._claimed_total >= self.options.max_tasks
+        )
+
+    def _claim(self, limit: int) -> list[ClaimedTask]:
+        try:
+            claimed = claims.claim(
+                worker_id=self.id,
+                queues=self.options.queues,
+                limit=limit,
+                database=self.options.database,
+            )
+        except DatabaseError:
+            logger.exception(
+                "Worker id=%s could not claim tasks; retrying after the poll interval",
+                self.id,
+                extra={"action": "claim_failed", "worker_id": self.id},
+            )
+            drop_broken_connections()
+            return []
+
+        self._claimed_total += len(claimed)
+        if claimed:
+            logger.debug(
+                "Worker id=%s claimed %s task(s)",
+                self.id,
+                len(claimed),
+                extra={"action": "tasks_claimed", "worker_id": self.id},
+            )
+        return claimed
+
+    def _submit(self, claimed: ClaimedTask) -> None:
+        future = self._pool.submit(self._execute, claimed)
+        with self._running_lock:
+            self._running[future] = claimed
+        future.add_done_callback(self._on_done)
+
+    def _execute(self, claimed: ClaimedTask) -> None:
+        try:
+            self._executor.execute(claimed)
+        except Exception:
+            # Only the worker's own writes can get here (the task's errors
+            # are caught inside); log and carry on with the next task.
+            logger.exception(
+                "Worker id=%s could not record task id=%s",
+                self.id,
+                claimed.id,
+                extra={
+                    "action": "task_write_failed",
+                    "worker_id": self.id,
+                    "task_id": str(claimed.id),
+                },
+            )
+        finally:
+            drop_broken_connections()
+            self._strays.collect()
+
+    def _on_done(self, future: Future[None]) -> None:
+        with self._running_lock:
+            self._running.pop(future, None)
+        self._wakeup.set()

@@ -1,0 +1,29 @@
+"""Settings of the test suite: the demo project plus the tests' own app."""
+
+import os
+import sys
+from pathlib import Path
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import DATABASES, INSTALLED_APPS
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.taskapp"]
+
+# Each Python version gets its own test database, so that two tox
+# environments running at once never drop each other's tables.
+_python = sys.version_info
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Worker subprocesses cannot open an in-memory database, so the test
+    # database has to be a file.
+    _test_path = os.environ.get("TASKS_Q_SQLITE_TEST_PATH") or (
+        REPO_DIR / ".test-db" / f"test-{_python.major}.{_python.minor}.sqlite3"
+    )
+    Path(_test_path).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["TEST"] = {"NAME": str(_test_path)}
+else:
+    DATABASES["default"]["TEST"] = {
+        "NAME": f"test_tasksq_py{_python.major}{_python.minor}"
+    }

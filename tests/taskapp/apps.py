@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class TaskAppConfig(AppConfig):
+    """Holds the tasks that the test suite sends to real workers."""
+
+    name = "tests.taskapp"
+    label = "taskapp"
