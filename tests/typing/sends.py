@@ -24,8 +24,7 @@ async def fetch(url: str) -> bytes:
     return url.encode()
 
 
-coroutine = fetch("https://example.com")
-assert_type(coroutine, Coroutine[Any, Any, bytes])
+coroutine: Coroutine[Any, Any, bytes] = fetch("https://example.com")
 coroutine.close()
 assert_type(add.send(1, 2), TaskHandle[int])
 assert_type(greet.using(priority=9).send("Ada"), TaskHandle[str])
