@@ -83,7 +83,15 @@ class TaskAdmin(ReadOnlyAdmin):
         ),
         (
             "Execution",
-            {"fields": ["attempts", "max_attempts", "worker_id", "progress_display"]},
+            {
+                "fields": [
+                    "attempts",
+                    "max_attempts",
+                    "timeout",
+                    "worker_id",
+                    "progress_display",
+                ]
+            },
         ),
         ("Result", {"fields": ["result_display"]}),
         (
@@ -114,6 +122,7 @@ class TaskAdmin(ReadOnlyAdmin):
         "finished_at",
         "attempts",
         "max_attempts",
+        "timeout",
         "worker_id",
         "progress_display",
         "result_display",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from .states import AttemptOutcome, TaskStatus
 
 logger = logging.getLogger("django_tasks_q.claims")
 
+_fenced_out_lock = threading.Lock()
 _fenced_out_total = 0
 
 
@@ -140,7 +142,8 @@ def _expire(task_ids: list[uuid.UUID], database: str) -> None:
 
 def _fenced_out(claimed: ClaimedTask, write: str) -> None:
     global _fenced_out_total
-    _fenced_out_total += 1
+    with _fenced_out_lock:
+        _fenced_out_total += 1
     logger.warning(
         "Task id=%s attempt=%s lost its lease; the %s write was not applied",
         claimed.id,

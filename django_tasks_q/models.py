@@ -47,6 +47,9 @@ class Task(models.Model):
 
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
+    timeout = models.FloatField(
+        null=True, blank=True, help_text="Seconds one attempt may run."
+    )
 
     worker_id = models.CharField(max_length=255, blank=True)
     lease_token = models.UUIDField(null=True, blank=True)

@@ -92,8 +92,7 @@ class TaskResult(Generic[T, E]):
             other._err,
         )
 
-    def __hash__(self) -> int:
-        return hash((self._is_ok, repr(self._ok), self._err))
+    __hash__ = None  # type: ignore[assignment]  # Mutable values inside.
 
     def __repr__(self) -> str:
         if self._is_ok:

@@ -210,6 +210,7 @@ def _build_row(
         args=encoded_args,
         kwargs=encoded_kwargs,
         max_attempts=task.max_attempts,
+        timeout=task.timeout,
     )
     if options.run_at is not None:
         row.run_after = options.run_at
