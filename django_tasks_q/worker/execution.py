@@ -205,7 +205,8 @@ class TaskExecutor:
             claimed.attempt,
             error.error_code,
             error.message,
-            exc_info=exc,
+            # A TaskFailure is the task's own verdict; its traceback adds nothing.
+            exc_info=None if isinstance(exc, TaskFailure) else exc,
             extra={
                 "action": "task_failed",
                 "error_code": error.error_code,

@@ -133,7 +133,7 @@ class Worker:
                 extra={"action": "worker_stop_failed", "worker_id": self.id},
             )
         logger.info(
-            "Worker id=%s stopped after %s task(s)",
+            "Worker id=%s stopped after %s claim(s)",
             self.id,
             self._claimed_total,
             extra={"action": "worker_stopped", "worker_id": self.id},
