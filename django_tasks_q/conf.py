@@ -8,6 +8,7 @@ builds the value on first use and ``setting_changed`` clears it, so
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,8 +24,20 @@ from django.dispatch import receiver
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 
 
+#: Priorities are stored in a 32-bit integer column.
+PRIORITY_RANGE = range(-(2**31), 2**31)
+
+
 def is_valid_queue_name(name: object) -> bool:
     return isinstance(name, str) and QUEUE_NAME_RE.fullmatch(name) is not None
+
+
+def is_valid_priority(priority: object) -> bool:
+    return (
+        isinstance(priority, int)
+        and not isinstance(priority, bool)
+        and priority in PRIORITY_RANGE
+    )
 
 
 @dataclass(frozen=True)
@@ -67,10 +80,19 @@ _NUMBER_KEYS = {
 }
 
 
+def _is_positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _validate(values: dict[str, Any]) -> None:
     for key in _NUMBER_KEYS:
         value = values[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if not _is_positive_number(value):
             raise ImproperlyConfigured(
                 f"TASKS_Q[{key.upper()!r}] must be a positive number of seconds, "
                 f"not {value!r}."

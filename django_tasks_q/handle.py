@@ -85,6 +85,8 @@ class TaskHandle(Generic[T]):
         """Async twin of ``get()``; the event loop keeps running while it waits."""
         if self._result is not None:
             return self._result
+        if await sync_to_async(self._sent_in_open_transaction)():
+            return self._not_committed()
 
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         waiter = result_waiter()

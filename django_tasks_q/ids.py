@@ -3,23 +3,44 @@
 import os
 import secrets
 import socket
+import threading
 import time
 import uuid
 
+_uuid7_lock = threading.Lock()
+_last_timestamp_ms = 0
+_last_sequence = 0
+
+_SEQUENCE_BITS = 12
+
 
 def uuid7() -> uuid.UUID:
-    """Return a UUID version 7: a millisecond timestamp, then random bits.
+    """Return a UUID version 7: a millisecond timestamp, a counter, random bits.
 
-    Ids sent later sort later, which keeps the primary key index compact and
-    makes ``id`` a useful tie-breaker in the claim order.
+    Within one process, ids made later sort later, even within a millisecond
+    (the 12-bit counter runs on, borrowing from the next millisecond when it
+    overflows). That keeps the primary key index compact and makes ``id`` a
+    tie-breaker in the claim order that follows the order of sending.
     """
-    timestamp_ms = time.time_ns() // 1_000_000
-    random_bits = int.from_bytes(secrets.token_bytes(10), "big")
+    global _last_timestamp_ms, _last_sequence
+
+    with _uuid7_lock:
+        timestamp_ms = time.time_ns() // 1_000_000
+        if timestamp_ms > _last_timestamp_ms:
+            sequence = secrets.randbits(_SEQUENCE_BITS - 1)
+        else:
+            timestamp_ms = _last_timestamp_ms
+            sequence = _last_sequence + 1
+            if sequence >> _SEQUENCE_BITS:
+                timestamp_ms += 1
+                sequence = 0
+        _last_timestamp_ms, _last_sequence = timestamp_ms, sequence
+
     value = (timestamp_ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
-    value |= (random_bits >> 68) << 64  # 12 bits of rand_a
+    value |= sequence << 64
     value |= 0b10 << 62
-    value |= random_bits & ((1 << 62) - 1)
+    value |= secrets.randbits(62)
     return uuid.UUID(int=value)
 
 

@@ -101,7 +101,7 @@ class TaskRegistry:
                     "Tasks module %s sends a task while it is imported: %s",
                     module_name,
                     exc,
-                    extra={"action": "send_suppressed", "module": module_name},
+                    extra={"action": "send_suppressed", "tasks_module": module_name},
                 )
 
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +37,18 @@ class RetryPolicy:
             )
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {self.max_retries}.")
-        if self.base_seconds < 0:
-            raise ValueError(
-                f"base_seconds must be 0 or more, not {self.base_seconds}."
-            )
-        if self.multiplier < 1:
-            raise ValueError(f"multiplier must be 1 or more, not {self.multiplier}.")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"jitter must be between 0 and 1, not {self.jitter}.")
+        for name, lowest in (
+            ("base_seconds", 0.0),
+            ("max_seconds", 0.0),
+            ("multiplier", 1.0),
+        ):
+            value = getattr(self, name)
+            if not _is_number(value) or value < lowest:
+                raise ValueError(
+                    f"{name} must be a number >= {lowest:g}, not {value!r}."
+                )
+        if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
+            raise ValueError(f"jitter must be between 0 and 1, not {self.jitter!r}.")
 
     @classmethod
     def fixed(

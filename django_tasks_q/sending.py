@@ -22,7 +22,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .codes import ErrorCode
-from .conf import get_settings, is_valid_queue_name
+from .conf import PRIORITY_RANGE, get_settings, is_valid_priority, is_valid_queue_name
 from .exceptions import TaskSendError
 from .handle import TaskHandle
 from .registry import registry
@@ -74,11 +74,12 @@ def _check_options(task: BaseTask[Any, Any], options: SendOptions) -> None:
             f"Task {task.name!r} cannot be sent to queue {options.queue!r}: use "
             "letters, digits, '_', '.' and '-' (at most 48 characters).",
         )
-    if isinstance(options.priority, bool) or not isinstance(options.priority, int):
+    if not is_valid_priority(options.priority):
         raise _fail(
             task,
             ErrorCode.VALIDATION_FAILED,
-            f"Task {task.name!r}: priority must be an integer, "
+            f"Task {task.name!r}: priority must be an integer between "
+            f"{PRIORITY_RANGE.start} and {PRIORITY_RANGE.stop - 1}, "
             f"not {options.priority!r}.",
         )
     if options.run_at is not None and options.delay is not None:
@@ -179,7 +180,10 @@ def _check_size(
     if size <= limit:
         return
 
-    sizes = {f"#{i}": len(json.dumps(value)) for i, value in enumerate(args)}
+    names = _parameter_names(task, len(args))
+    sizes = {
+        name: len(json.dumps(value)) for name, value in zip(names, args, strict=True)
+    }
     sizes.update({name: len(json.dumps(value)) for name, value in kwargs.items()})
     largest = max(sizes, key=sizes.__getitem__)
     raise _fail(

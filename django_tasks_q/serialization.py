@@ -85,7 +85,11 @@ def encode(value: Any, path: str = "value") -> JSONValue:
 
     if isinstance(value, enum.Enum):
         _check_importable(type(value), path)
-        return {TAG: "enum", "type": type_path(type(value)), "value": value.value}
+        return {
+            TAG: "enum",
+            "type": type_path(type(value)),
+            "value": encode(value.value, f"{path}.value"),
+        }
 
     if isinstance(value, int):
         return value
@@ -110,7 +114,8 @@ def encode(value: Any, path: str = "value") -> JSONValue:
         return {
             TAG: "pydantic",
             "type": type_path(type(value)),
-            "value": value.model_dump(mode="json"),
+            # Encoded again: pydantic lets NaN and infinity through.
+            "value": encode(value.model_dump(mode="json"), path),
         }
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -174,7 +179,7 @@ def decode(data: JSONValue) -> Any:
         return _decode_tagged(data)
     except PayloadError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
         raise PayloadError(f"Cannot decode {data.get(TAG)!r} value: {exc}") from exc
 
 
@@ -201,10 +206,10 @@ def _decode_tagged(data: dict[str, Any]) -> Any:
 
     if kind == "enum":
         enum_class = resolve_type(data["type"], kind)
-        return enum_class(value)
+        return enum_class(decode(value))
     if kind == "pydantic":
         model_class = resolve_type(data["type"], kind)
-        return model_class.model_validate(value)
+        return model_class.model_validate(decode(value))
     if kind == "dataclass":
         dataclass_type = resolve_type(data["type"], kind)
         fields = {key: decode(item) for key, item in value.items()}
@@ -236,10 +241,15 @@ def resolve_type(path: Any, kind: str) -> Any:
 
     try:
         target: Any = importlib.import_module(module_name)
-        for attribute in qualname.split("."):
-            target = getattr(target, attribute)
-    except (ImportError, AttributeError) as exc:
+    except ImportError as exc:
         raise PayloadError(f"Type {path!r} cannot be found: {exc}.") from exc
+
+    for attribute in qualname.split("."):
+        # vars(), not getattr(): a module's __getattr__ may import more modules.
+        namespace = vars(target) if hasattr(target, "__dict__") else {}
+        if attribute not in namespace:
+            raise PayloadError(f"Type {path!r} cannot be found.")
+        target = namespace[attribute]
 
     if not _is_kind(target, kind):
         raise PayloadError(f"Type {path!r} is not a {kind} class.")

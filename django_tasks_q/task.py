@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
 
-from .conf import get_settings, is_valid_queue_name
+from .conf import PRIORITY_RANGE, get_settings, is_valid_priority, is_valid_queue_name
 from .exceptions import TaskRegistrationError
 from .handle import TaskHandle
 from .registry import registry
@@ -46,7 +47,7 @@ class BaseTask(Generic[P, T]):
     ) -> None:
         self.func = func
         self.func_path = f"{func.__module__}.{func.__qualname__}"
-        self.name = name or f"{func.__module__}.{func.__name__}"
+        self.name = f"{func.__module__}.{func.__name__}" if name is None else name
         self._queue = queue
         self.priority = priority
         self.retry_policy = retry_policy
@@ -65,15 +66,19 @@ class BaseTask(Generic[P, T]):
     def _check_options(self) -> None:
         where = f"@task {self.func_path}"
         if not isinstance(self.name, str) or not self.name:
-            raise TaskRegistrationError(f"{where}: name must be a non-empty string.")
+            raise TaskRegistrationError(
+                f"{where}: name must be a non-empty string, not {self.name!r}."
+            )
         if self._queue is not None and not is_valid_queue_name(self._queue):
             raise TaskRegistrationError(
                 f"{where}: queue name {self._queue!r} is invalid; use letters, "
                 "digits, '_', '.' and '-' (at most 48 characters)."
             )
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+        if not is_valid_priority(self.priority):
             raise TaskRegistrationError(
-                f"{where}: priority must be an integer, not {self.priority!r}."
+                f"{where}: priority must be an integer between "
+                f"{PRIORITY_RANGE.start} and {PRIORITY_RANGE.stop - 1}, "
+                f"not {self.priority!r}."
             )
         if self.retry_policy is not None and not isinstance(
             self.retry_policy, RetryPolicy
@@ -99,6 +104,7 @@ class BaseTask(Generic[P, T]):
         if self.timeout is not None and (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, int | float)
+            or not math.isfinite(self.timeout)
             or self.timeout <= 0
         ):
             raise TaskRegistrationError(

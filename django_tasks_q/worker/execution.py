@@ -11,8 +11,6 @@ import time
 import traceback
 from typing import Any
 
-import pydantic
-
 from .. import claims
 from ..claims import ClaimedTask
 from ..codes import NEVER_RETRIED, ErrorCode
@@ -106,7 +104,8 @@ class TaskExecutor:
             args, kwargs = task.signature.rehydrate_arguments(
                 decode(claimed.args), decode(claimed.kwargs)
             )
-        except (PayloadError, TypeError, pydantic.ValidationError) as exc:
+        except (PayloadError, TypeError, ValueError) as exc:
+            # ValueError covers pydantic.ValidationError from the annotations.
             error = TaskError(
                 error_code=ErrorCode.PAYLOAD_INVALID,
                 message=f"The stored arguments cannot be decoded: {exc}",
