@@ -1,0 +1,8 @@
+"""Tasks the test suite sends to real workers.
+
+This package is the ``tasks`` module that autodiscovery imports in the test
+process and in every worker subprocess; each submodule belongs to one group
+of tests.
+"""
+
+from . import api, docs, reference, worker  # noqa: F401
