@@ -67,35 +67,19 @@ def claim(
 
     ``SKIP LOCKED`` lets concurrent workers claim disjoint rows without
     waiting on each other; on SQLite the IMMEDIATE transaction serializes
-    claims instead. Tasks past ``good_until`` are expired on the way.
+    claims instead. Tasks past ``good_until`` are expired on the way, and
+    their places in the batch go to the next ready tasks.
     """
     token = new_lease_token()
     with transaction.atomic(using=database):
-        rows = list(
-            Task.objects.using(database)
-            .ready(queues)
-            .select_for_update(skip_locked=True)
-            .annotate(db_now=Now())
-            .only(
-                "id",
-                "name",
-                "queue",
-                "args",
-                "kwargs",
-                "attempts",
-                "max_attempts",
-                "good_until",
-            )[:limit]
-        )
+        rows = _lock_ready_rows(queues, limit, database)
+        while any(_is_expired(row) for row in rows):
+            _expire([row.pk for row in rows if _is_expired(row)], database)
+            rows = _lock_ready_rows(queues, limit, database)
+
         if not rows:
             return []
-
-        expired = [row.pk for row in rows if _is_expired(row)]
-        if expired:
-            _expire(expired, database)
-
-        claimed_ids = [row.pk for row in rows if row.pk not in expired]
-        Task.objects.using(database).filter(pk__in=claimed_ids).update(
+        Task.objects.using(database).filter(pk__in=[row.pk for row in rows]).update(
             status=TaskStatus.CLAIMED,
             lease_token=token,
             worker_id=worker_id,
@@ -117,8 +101,26 @@ def claim(
             database=database,
         )
         for row in rows
-        if row.pk in claimed_ids
     ]
+
+
+def _lock_ready_rows(queues: list[str], limit: int, database: str) -> list[Task]:
+    return list(
+        Task.objects.using(database)
+        .ready(queues)
+        .select_for_update(skip_locked=True)
+        .annotate(db_now=Now())
+        .only(
+            "id",
+            "name",
+            "queue",
+            "args",
+            "kwargs",
+            "attempts",
+            "max_attempts",
+            "good_until",
+        )[:limit]
+    )
 
 
 def _is_expired(row: Any) -> bool:
@@ -239,6 +241,28 @@ def release(claimed: ClaimedTask) -> bool:
     )
     if not updated:
         _fenced_out(claimed, "release")
+    return bool(updated)
+
+
+def give_back(claimed: ClaimedTask, reason: str) -> bool:
+    """Return a RUNNING task to the queue because its worker is stopping.
+
+    The attempt counts, and is closed as interrupted with ``reason``.
+    """
+    error = TaskError(error_code=ErrorCode.WORKER_STOPPED, message=reason)
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(TaskStatus.RUNNING).update(
+            status=TaskStatus.PENDING,
+            run_after=Now(),
+            lease_token=None,
+            worker_id="",
+            error_code=error.error_code,
+            error_message=error.message,
+        )
+        if updated:
+            _close_attempt(claimed, AttemptOutcome.INTERRUPTED, error)
+    if not updated:
+        _fenced_out(claimed, "give back")
     return bool(updated)
 
 

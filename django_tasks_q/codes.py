@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     TASK_CANCELLED = "TASK_CANCELLED"
     TASK_TIMEOUT = "TASK_TIMEOUT"
     WORKER_CRASHED = "WORKER_CRASHED"
+    WORKER_STOPPED = "WORKER_STOPPED"
 
     # Returned by TaskHandle.get() when a stored result cannot be read back.
     RESULT_INVALID = "RESULT_INVALID"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -39,11 +41,17 @@ class TaskHandle(Generic[T]):
     or, typed, with ``my_task.handle(task_id)``.
     """
 
-    def __init__(self, task_id: str, *, task_name: str | None = None) -> None:
-        self.task_id = str(task_id)
+    def __init__(
+        self, task_id: str | uuid.UUID, *, task_name: str | None = None
+    ) -> None:
+        try:
+            self.task_id = str(uuid.UUID(str(task_id)))
+        except ValueError:
+            raise ValueError(f"{task_id!r} is not a task id (a UUID).") from None
         self.task_name = task_name
         self._result: TaskResult[T, TaskError] | None = None
-        self._awaiting_commit = False
+        # Set by a send inside a transaction; see _sent_in_open_transaction().
+        self._commit_callback: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task_id}>"
@@ -153,9 +161,16 @@ class TaskHandle(Generic[T]):
         return await sync_to_async(self.info)(include_result, include_failed_reason)
 
     def _sent_in_open_transaction(self) -> bool:
-        return (
-            self._awaiting_commit
-            and connections[get_settings().database].in_atomic_block
+        """Whether the transaction that sent the task is still open.
+
+        Django keeps the commit callback queued until that transaction commits
+        and drops it on rollback, so its presence answers exactly.
+        """
+        if self._commit_callback is None:
+            return False
+        connection = connections[get_settings().database]
+        return any(
+            queued[1] is self._commit_callback for queued in connection.run_on_commit
         )
 
     def _fetch(self) -> TaskRow | None:

@@ -283,16 +283,15 @@ def _insert(task: BaseTask[Any, Any], rows: list[TaskRow], database: str) -> Non
 
 
 def _track_commit(handles: list[TaskHandle[Any]], database: str) -> None:
-    """Let handles sent inside a transaction know when it commits, so
+    """Let handles sent inside a transaction see whether it is still open, so
     ``get()`` can refuse to wait on a task no worker can see yet."""
     if not connections[database].in_atomic_block:
         return
 
-    for handle in handles:
-        handle._awaiting_commit = True
-
     def committed() -> None:
         for handle in handles:
-            handle._awaiting_commit = False
+            handle._commit_callback = None
 
+    for handle in handles:
+        handle._commit_callback = committed
     transaction.on_commit(committed, using=database)

@@ -80,9 +80,7 @@ def _check_importable(cls: type, path: str) -> None:
 
 def encode(value: Any, path: str = "value") -> JSONValue:
     """Turn ``value`` into JSON-compatible data, tagging non-JSON types."""
-    if value is None or isinstance(value, bool | str):
-        return value
-
+    # Enums first: members of str and int enums are also str and int.
     if isinstance(value, enum.Enum):
         _check_importable(type(value), path)
         return {
@@ -91,7 +89,7 @@ def encode(value: Any, path: str = "value") -> JSONValue:
             "value": encode(value.value, f"{path}.value"),
         }
 
-    if isinstance(value, int):
+    if value is None or isinstance(value, bool | str | int):
         return value
 
     if isinstance(value, float):

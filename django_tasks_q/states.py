@@ -22,3 +22,4 @@ class AttemptOutcome(models.TextChoices):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"

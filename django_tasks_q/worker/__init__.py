@@ -1,5 +1,5 @@
 """The ``runworker`` process: claim loop, task execution, connection care."""
 
-from .loop import Worker, WorkerOptions
+from .loop import Worker, WorkerIdInUse, WorkerOptions
 
-__all__ = ["Worker", "WorkerOptions"]
+__all__ = ["Worker", "WorkerIdInUse", "WorkerOptions"]

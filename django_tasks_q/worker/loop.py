@@ -7,21 +7,27 @@ import os
 import signal
 import socket
 import threading
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.functions import Now
 
 from .. import claims
 from ..claims import ClaimedTask
+from ..exceptions import TasksQError
 from ..models import Worker as WorkerRow
 from .connections import StrayConnectionCollector, drop_broken_connections
 from .event_loop import EventLoopThread
 from .execution import TaskExecutor
 
 logger = logging.getLogger("django_tasks_q.worker")
+
+
+class WorkerIdInUse(TasksQError):
+    """The worker id given to a new worker is already recorded."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class WorkerOptions:
     max_tasks: int | None = None
     poll_interval: float = 1.0
     database: str = "default"
+    drain_timeout: float = 30.0
     install_signal_handlers: bool = True
 
 
@@ -52,6 +59,9 @@ class Worker:
         self._running_lock = threading.Lock()
         self._claimed_total = 0
         self._signals_received = 0
+        #: Task threads still running at exit; the process must then end with
+        #: ``os._exit()``, since Python would otherwise wait for them.
+        self.abandoned_threads = 0
         self._event_loop = EventLoopThread()
         self._executor = TaskExecutor(self._event_loop)
         self._strays = StrayConnectionCollector()
@@ -64,11 +74,11 @@ class Worker:
     # Lifecycle
 
     def run(self) -> None:
+        self._register()
         if self.options.install_signal_handlers:
             self._install_signal_handlers()
         self._strays.own_current_thread()
         self._strays.install()
-        self._register()
         try:
             self._loop()
         finally:
@@ -97,13 +107,20 @@ class Worker:
         self.stop()
 
     def _register(self) -> None:
-        WorkerRow.objects.using(self.options.database).create(
-            id=self.id,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            queues=self.options.queues,
-            concurrency=self.options.concurrency,
-        )
+        try:
+            with transaction.atomic(using=self.options.database):
+                WorkerRow.objects.using(self.options.database).create(
+                    id=self.id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=self.options.queues,
+                    concurrency=self.options.concurrency,
+                )
+        except IntegrityError:
+            raise WorkerIdInUse(
+                f"Worker id {self.id!r} was already used by another worker start; "
+                "worker ids must be unique per process start."
+            ) from None
         logger.info(
             "Worker id=%s started queues=%s concurrency=%s",
             self.id,
@@ -118,8 +135,10 @@ class Worker:
 
     def _shut_down(self) -> None:
         self._release_unstarted()
-        self._pool.shutdown(wait=True)
-        self._event_loop.stop()
+        self._drain()
+        self._pool.shutdown(wait=not self.abandoned_threads)
+        if not self.abandoned_threads:
+            self._event_loop.stop()
         self._strays.collect()
         self._strays.uninstall()
         try:
@@ -145,6 +164,35 @@ class Worker:
         for future, claimed in queued:
             if future.cancel():
                 claims.release(claimed)
+
+    def _drain(self) -> None:
+        """Wait up to the drain timeout for running tasks, then give back the
+        ones still running so another worker runs them again."""
+        with self._running_lock:
+            running = dict(self._running)
+        if not running:
+            return
+
+        _done, still_running = futures.wait(running, timeout=self.options.drain_timeout)
+        for future in still_running:
+            claimed = running[future]
+            claims.give_back(
+                claimed,
+                f"Worker {self.id} stopped after waiting "
+                f"{self.options.drain_timeout:g}s for the attempt to finish.",
+            )
+            logger.warning(
+                "Worker id=%s gave back task id=%s after the drain timeout",
+                self.id,
+                claimed.id,
+                extra={
+                    "action": "task_given_back",
+                    "worker_id": self.id,
+                    "task_id": str(claimed.id),
+                },
+            )
+        # Threads cannot be stopped: the caller must end the process.
+        self.abandoned_threads = len(still_running)
 
     # Claiming
 

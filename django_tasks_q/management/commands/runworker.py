@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_tasks_q.conf import get_settings, is_valid_queue_name
+from django_tasks_q.conf import TasksQSettings, get_settings, is_valid_queue_name
 from django_tasks_q.ids import new_worker_id
 from django_tasks_q.registry import registry
-from django_tasks_q.worker import Worker, WorkerOptions
+from django_tasks_q.worker import Worker, WorkerIdInUse, WorkerOptions
 
 VERBOSITY_LEVELS = {
     0: logging.WARNING,
@@ -55,6 +56,14 @@ def _queue_list(value: str) -> list[str]:
     return queues
 
 
+def default_queues(settings: TasksQSettings) -> list[str]:
+    """Every queue in QUEUES, plus DEFAULT_QUEUE, where unnamed tasks go."""
+    queues = list(settings.queues)
+    if settings.default_queue not in queues:
+        queues.append(settings.default_queue)
+    return queues
+
+
 class Command(BaseCommand):
     help = (
         "Run a django-tasks-q worker: claim tasks from the database and run "
@@ -68,7 +77,8 @@ class Command(BaseCommand):
             default=None,
             help=(
                 "Comma-separated queues to claim from, e.g. 'default,emails'. "
-                "Default: every queue in TASKS_Q['QUEUES']."
+                "Default: every queue in TASKS_Q['QUEUES'] and "
+                "TASKS_Q['DEFAULT_QUEUE']."
             ),
         )
         parser.add_argument(
@@ -101,6 +111,16 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--drain-timeout",
+            type=_positive_float,
+            default=None,
+            help=(
+                "Seconds to let running tasks finish after SIGTERM or Ctrl-C; "
+                "tasks still running then go back to the queue. "
+                "Default: TASKS_Q['DRAIN_TIMEOUT'] (30)."
+            ),
+        )
+        parser.add_argument(
             "--worker-id",
             default=None,
             help=(
@@ -117,15 +137,26 @@ class Command(BaseCommand):
         worker = Worker(
             WorkerOptions(
                 worker_id=options["worker_id"] or new_worker_id(),
-                queues=options["queues"] or list(settings.queues),
+                queues=options["queues"] or default_queues(settings),
                 concurrency=options["concurrency"],
                 burst=options["burst"],
                 max_tasks=options["max_tasks"],
                 poll_interval=options["poll_interval"] or settings.poll_interval,
+                drain_timeout=options["drain_timeout"] or settings.drain_timeout,
                 database=settings.database,
             )
         )
-        worker.run()
+        try:
+            worker.run()
+        except WorkerIdInUse as exc:
+            raise CommandError(str(exc)) from exc
+
+        if worker.abandoned_threads:
+            # Their tasks were given back; Python would wait for the threads.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def _check_task_modules(self) -> None:
         if registry.import_send_errors:
