@@ -1152,7 +1152,7 @@ def test_rebuilt_handle_rehydrates_by_the_stored_task_name() -> None:
     complete(original, [Point(x=7, y=8)])
     task_id = uuid.UUID(original.task_id)
 
-    rebuilt: TaskHandle[list[Point]] = TaskHandle(task_id)  # type: ignore[arg-type]
+    rebuilt: TaskHandle[list[Point]] = TaskHandle(task_id)
 
     assert rebuilt.task_id == original.task_id
     assert rebuilt.get(timeout_ms=0) == TaskResult(ok=[Point(x=7, y=8)])
