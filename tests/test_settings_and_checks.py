@@ -226,12 +226,18 @@ def test_bad_value_raises_naming_the_key_and_value(
 # --- System checks ------------------------------------------------------------
 
 
+# run_checks() includes the model checks, and JSONField's asks SQLite
+# whether it supports JSON.
+@pytest.mark.django_db
 def test_the_test_project_passes_every_check() -> None:
     messages = run_checks()
 
     assert own_ids(messages) == []
 
 
+# run_checks() includes the model checks, and JSONField's asks SQLite
+# whether it supports JSON.
+@pytest.mark.django_db
 def test_bad_setting_is_reported_as_e001() -> None:
     with override_settings(TASKS_Q={"POLL_INTERVAL": -1}):
         direct = check_settings()
