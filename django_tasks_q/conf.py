@@ -71,6 +71,9 @@ class TasksQSettings:
     #: Seconds a worker waits for running tasks after the first SIGTERM.
     drain_timeout: float = 30.0
 
+    #: Worker deaths a task may cause before it ends FAILED / WORKER_CRASHED.
+    max_crashes: int = 3
+
 
 _NUMBER_KEYS = {
     "poll_interval",
@@ -102,6 +105,12 @@ def _validate(values: dict[str, Any]) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ImproperlyConfigured(
             f"TASKS_Q['MAX_PAYLOAD_BYTES'] must be a positive integer, not {size!r}."
+        )
+
+    crashes = values["max_crashes"]
+    if isinstance(crashes, bool) or not isinstance(crashes, int) or crashes < 1:
+        raise ImproperlyConfigured(
+            f"TASKS_Q['MAX_CRASHES'] must be a positive integer, not {crashes!r}."
         )
 
     if not isinstance(values["queues"], dict) or not values["queues"]:

@@ -47,6 +47,9 @@ class Task(models.Model):
 
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
+    crashes = models.PositiveIntegerField(
+        default=0, help_text="Attempts that ended with their worker's death."
+    )
     timeout = models.FloatField(
         null=True, blank=True, help_text="Seconds one attempt may run."
     )
@@ -79,6 +82,12 @@ class Task(models.Model):
                 F("id"),
                 name="tasks_q_claim_idx",
                 condition=Q(status="PENDING"),
+            ),
+            # Serves the rescue sweep: tasks held by some worker, by worker.
+            models.Index(
+                fields=["worker_id"],
+                name="tasks_q_held_idx",
+                condition=Q(status__in=["CLAIMED", "RUNNING"]),
             ),
             models.Index(fields=["status", "enqueued_at"], name="tasks_q_status_idx"),
             models.Index(fields=["name", "enqueued_at"], name="tasks_q_name_idx"),

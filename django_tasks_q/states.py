@@ -23,3 +23,4 @@ class AttemptOutcome(models.TextChoices):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     INTERRUPTED = "INTERRUPTED"
+    CRASHED = "CRASHED"

@@ -22,6 +22,7 @@ from ..models import Worker as WorkerRow
 from .connections import StrayConnectionCollector, drop_broken_connections
 from .event_loop import EventLoopThread
 from .execution import TaskExecutor
+from .heartbeat import HeartbeatThread
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -40,6 +41,9 @@ class WorkerOptions:
     poll_interval: float = 1.0
     database: str = "default"
     drain_timeout: float = 30.0
+    heartbeat_interval: float = 5.0
+    dead_worker_after: float = 30.0
+    max_crashes: int = 3
     install_signal_handlers: bool = True
 
 
@@ -65,6 +69,15 @@ class Worker:
         self._event_loop = EventLoopThread()
         self._executor = TaskExecutor(self._event_loop)
         self._strays = StrayConnectionCollector()
+        self._heartbeat = HeartbeatThread(
+            worker_id=self.id,
+            database=options.database,
+            interval=options.heartbeat_interval,
+            dead_worker_after=options.dead_worker_after,
+            max_crashes=options.max_crashes,
+            on_start=self._strays.own_current_thread,
+        )
+        self._paused_for_heartbeat = False
         self._pool = ThreadPoolExecutor(
             max_workers=options.concurrency,
             thread_name_prefix="tasks-q-slot",
@@ -79,6 +92,7 @@ class Worker:
             self._install_signal_handlers()
         self._strays.own_current_thread()
         self._strays.install()
+        self._heartbeat.start()
         try:
             self._loop()
         finally:
@@ -137,6 +151,7 @@ class Worker:
         self._release_unstarted()
         self._drain()
         self._pool.shutdown(wait=not self.abandoned_threads)
+        self._heartbeat.stop()
         if not self.abandoned_threads:
             self._event_loop.stop()
         self._strays.collect()
@@ -227,12 +242,30 @@ class Worker:
             self._wakeup.wait(self.options.poll_interval)
 
     def _free_slots(self) -> int:
+        if not self._heartbeat_healthy():
+            return 0
         with self._running_lock:
             running = len(self._running)
         free = self.options.concurrency - running
         if self.options.max_tasks is not None:
             free = min(free, self.options.max_tasks - self._claimed_total)
         return max(free, 0)
+
+    def _heartbeat_healthy(self) -> bool:
+        healthy = self._heartbeat.healthy
+        if healthy == self._paused_for_heartbeat:
+            self._paused_for_heartbeat = not healthy
+            logger.warning(
+                "Worker id=%s %s claiming: its heartbeat %s",
+                self.id,
+                "resumes" if healthy else "pauses",
+                "works again" if healthy else "is failing",
+                extra={
+                    "action": "claims_resumed" if healthy else "claims_paused",
+                    "worker_id": self.id,
+                },
+            )
+        return healthy
 
     def _max_tasks_reached(self) -> bool:
         return (

@@ -143,6 +143,9 @@ class Command(BaseCommand):
                 max_tasks=options["max_tasks"],
                 poll_interval=options["poll_interval"] or settings.poll_interval,
                 drain_timeout=options["drain_timeout"] or settings.drain_timeout,
+                heartbeat_interval=settings.heartbeat_interval,
+                dead_worker_after=settings.dead_worker_after,
+                max_crashes=settings.max_crashes,
                 database=settings.database,
             )
         )

@@ -1,0 +1,163 @@
+"""Worker liveness: heartbeats, and the rescue of tasks held by dead workers.
+
+Each worker heartbeats its own row on the database clock. A task held by a
+worker is rescued only when that worker's heartbeat is older than
+``DEAD_WORKER_AFTER``, when the worker recorded its stop, or when its row is
+gone; never because the task runs long. Every worker sweeps, and ``SKIP
+LOCKED`` keeps two sweepers from rescuing one task twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q, Value
+from django.db.models.fields import DurationField
+from django.db.models.functions import Now
+
+from .codes import ErrorCode
+from .models import Task, TaskAttempt
+from .models import Worker as WorkerRow
+from .registry import registry
+from .states import AttemptOutcome, TaskStatus
+
+logger = logging.getLogger("django_tasks_q.liveness")
+
+#: Tasks one sweep rescues at most; the next sweep takes the rest.
+RESCUE_BATCH_SIZE = 100
+
+
+def heartbeat(worker_id: str, database: str) -> bool:
+    """Record that the worker is alive; ``False`` if its row is gone."""
+    updated = (
+        WorkerRow.objects.using(database)
+        .filter(pk=worker_id)
+        .update(last_heartbeat_at=Now())
+    )
+    return bool(updated)
+
+
+@dataclass(frozen=True, slots=True)
+class Rescue:
+    """What a sweep did with one task of a dead worker."""
+
+    task_id: str
+    worker_id: str
+    status: str
+    crashes: int
+
+
+def _ago(seconds: float) -> Any:
+    return Now() - Value(dt.timedelta(seconds=seconds), output_field=DurationField())
+
+
+def rescue_abandoned(
+    *, database: str, dead_worker_after: float, max_crashes: int
+) -> list[Rescue]:
+    """Give back, or fail, the tasks held by workers that are dead."""
+    workers = WorkerRow.objects.using(database)
+    dead = workers.filter(
+        Q(last_heartbeat_at__lt=_ago(dead_worker_after)) | Q(stopped_at__isnull=False)
+    ).values("id")
+
+    with transaction.atomic(using=database):
+        abandoned = list(
+            Task.objects.using(database)
+            .filter(status__in=[TaskStatus.CLAIMED, TaskStatus.RUNNING])
+            .filter(Q(worker_id__in=dead) | ~Q(worker_id__in=workers.values("id")))
+            .select_for_update(skip_locked=True)
+            .only(
+                "id",
+                "name",
+                "status",
+                "worker_id",
+                "lease_token",
+                "attempts",
+                "max_attempts",
+                "crashes",
+            )[:RESCUE_BATCH_SIZE]
+        )
+        rescues = [_rescue(task, database, max_crashes) for task in abandoned]
+
+    for rescue in rescues:
+        logger.warning(
+            "Task id=%s was held by dead worker id=%s; now %s after %s crash(es)",
+            rescue.task_id,
+            rescue.worker_id,
+            rescue.status,
+            rescue.crashes,
+            extra={
+                "action": "task_rescued",
+                "task_id": rescue.task_id,
+                "dead_worker_id": rescue.worker_id,
+                "status": rescue.status,
+            },
+        )
+    return rescues
+
+
+def _rescue(task: Task, database: str, max_crashes: int) -> Rescue:
+    # The row is locked, but the update stays fenced like every other write:
+    # it applies only to the lease the dead worker held.
+    fenced = Task.objects.using(database).filter(
+        pk=task.pk, status=task.status, lease_token=task.lease_token
+    )
+    back_to_queue: dict[str, Any] = {
+        "status": TaskStatus.PENDING,
+        "lease_token": None,
+        "worker_id": "",
+        "run_after": Now(),
+    }
+
+    if task.status == TaskStatus.CLAIMED:
+        # Never started, so it could not have killed its worker.
+        fenced.update(**back_to_queue, claimed_at=None, attempts=F("attempts") - 1)
+        return Rescue(str(task.pk), task.worker_id, TaskStatus.PENDING, task.crashes)
+
+    crashes = task.crashes + 1
+    message = (
+        f"Worker {task.worker_id} died while running attempt {task.attempts} "
+        f"(crash {crashes} of at most {max_crashes})."
+    )
+    error = {"error_code": ErrorCode.WORKER_CRASHED, "error_message": message}
+
+    if crashes < max_crashes:
+        fenced.update(**back_to_queue, **error, crashes=crashes)
+        status = TaskStatus.PENDING
+    elif (retry_in := _crash_retry_delay(task)) is not None:
+        back_to_queue["run_after"] = Now() + Value(
+            dt.timedelta(seconds=retry_in), output_field=DurationField()
+        )
+        fenced.update(**back_to_queue, **error, crashes=crashes)
+        status = TaskStatus.PENDING
+    else:
+        fenced.update(
+            status=TaskStatus.FAILED, finished_at=Now(), crashes=crashes, **error
+        )
+        status = TaskStatus.FAILED
+
+    TaskAttempt.objects.using(database).filter(
+        task_id=task.pk, number=task.attempts
+    ).update(
+        outcome=AttemptOutcome.CRASHED,
+        finished_at=Now(),
+        error_code=ErrorCode.WORKER_CRASHED,
+        error_message=message,
+    )
+    return Rescue(str(task.pk), task.worker_id, status, crashes)
+
+
+def _crash_retry_delay(task: Task) -> float | None:
+    """Past the crash limit, a task retries only if it asked to for crashes."""
+    definition = registry.get(task.name)
+    if definition is None or definition.retry_policy is None:
+        return None
+    if ErrorCode.WORKER_CRASHED not in definition.auto_retry_for:
+        return None
+    if task.attempts >= task.max_attempts:
+        return None
+    return definition.retry_policy.delay(task.attempts)

@@ -1,0 +1,87 @@
+"""The worker's heartbeat thread: beat, then sweep for dead workers' tasks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from django.db import DatabaseError, connections
+
+from ..liveness import heartbeat, rescue_abandoned
+from .connections import drop_broken_connections
+
+logger = logging.getLogger("django_tasks_q.worker")
+
+#: Share of DEAD_WORKER_AFTER without a heartbeat after which a worker stops
+#: claiming: others will soon rescue what it holds, so it must take no more.
+UNHEALTHY_SHARE = 0.75
+
+
+class HeartbeatThread(threading.Thread):
+    """Beats every ``interval`` seconds on its own database connection."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        database: str,
+        interval: float,
+        dead_worker_after: float,
+        max_crashes: int,
+        on_start: Callable[[], None],
+    ) -> None:
+        super().__init__(name="tasks-q-heartbeat", daemon=True)
+        self.worker_id = worker_id
+        self.database = database
+        self.interval = interval
+        self.dead_worker_after = dead_worker_after
+        self.max_crashes = max_crashes
+        self._on_start = on_start
+        self._stopped = threading.Event()
+        self._last_beat = time.monotonic()
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last heartbeat is recent enough to keep claiming."""
+        silence = time.monotonic() - self._last_beat
+        return silence < self.dead_worker_after * UNHEALTHY_SHARE
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=self.interval + 5)
+
+    def run(self) -> None:
+        self._on_start()
+        try:
+            while True:
+                self.beat()
+                if self._stopped.wait(self.interval):
+                    return
+        finally:
+            connections.close_all()
+
+    def beat(self) -> None:
+        try:
+            if not heartbeat(self.worker_id, self.database):
+                logger.warning(
+                    "Worker id=%s has no row any more; its tasks will be rescued",
+                    self.worker_id,
+                    extra={"action": "worker_row_missing", "worker_id": self.worker_id},
+                )
+            self._last_beat = time.monotonic()
+            rescue_abandoned(
+                database=self.database,
+                dead_worker_after=self.dead_worker_after,
+                max_crashes=self.max_crashes,
+            )
+        except DatabaseError:
+            logger.warning(
+                "Worker id=%s could not heartbeat or sweep; trying again in %ss",
+                self.worker_id,
+                self.interval,
+                exc_info=True,
+                extra={"action": "heartbeat_failed", "worker_id": self.worker_id},
+            )
+            drop_broken_connections()
