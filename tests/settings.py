@@ -1,5 +1,6 @@
 """Settings of the test suite: the demo project plus the tests' own app."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,3 +28,7 @@ else:
     DATABASES["default"]["TEST"] = {
         "NAME": f"test_tasksq_py{_python.major}{_python.minor}"
     }
+
+# Worker subprocesses of the reliability tests run with compressed timings,
+# passed as JSON, e.g. {"HEARTBEAT_INTERVAL": 0.2, "DEAD_WORKER_AFTER": 1}.
+TASKS_Q = json.loads(os.environ.get("TASKS_Q_TEST_SETTINGS") or "{}")
