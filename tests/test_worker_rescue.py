@@ -29,10 +29,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 HEARTBEAT_INTERVAL = 0.2
 DEAD_WORKER_AFTER = 1.0
+MAX_CRASHES = 2
 FAST_SETTINGS = {
     "HEARTBEAT_INTERVAL": HEARTBEAT_INTERVAL,
     "DEAD_WORKER_AFTER": DEAD_WORKER_AFTER,
-    "MAX_CRASHES": 2,
+    "MAX_CRASHES": MAX_CRASHES,
 }
 
 
@@ -57,7 +58,8 @@ def test_worker_heartbeats_on_the_database_clock(
     start_fast_worker: StartWorker,
 ) -> None:
     start_fast_worker("--worker-id", "beating-1")
-    row = wait_until(lambda: Worker.objects.filter(pk="beating-1").first())
+    wait_until(lambda: Worker.objects.filter(pk="beating-1").exists())
+    row = Worker.objects.get(pk="beating-1")
 
     def beat_age() -> dt.timedelta:
         row.refresh_from_db()
@@ -126,7 +128,7 @@ def test_task_that_keeps_killing_its_worker_ends_worker_crashed(
     poison = kill_my_worker.using(queue="poison").send()
     healthy = add.send(2, 3)
 
-    for _ in range(FAST_SETTINGS["MAX_CRASHES"]):
+    for _ in range(MAX_CRASHES):
         victim = start_fast_worker("--queues", "poison")
         assert victim.wait(timeout=30) == -signal.SIGKILL
         wait_until(lambda: status_of(poison.task_id) != TaskStatus.RUNNING)
