@@ -99,7 +99,8 @@ class Worker:
             self._shut_down()
 
     def stop(self) -> None:
-        """Stop claiming; running tasks finish before ``run()`` returns."""
+        """Stop claiming; ``run()`` returns once running tasks have finished or
+        the drain timeout has given them back."""
         self.stopping.set()
         self._wakeup.set()
 
