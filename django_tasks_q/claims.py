@@ -9,7 +9,6 @@ counted in ``fenced_out_writes``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import uuid
@@ -17,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.fields import DurationField
+from django.db.models import F
 from django.db.models.functions import Now
 
 from .codes import ErrorCode
+from .dbclock import from_now
 from .ids import new_lease_token
 from .models import Task, TaskAttempt
 from .results import TaskError
@@ -214,10 +213,9 @@ def fail(claimed: ClaimedTask, error: TaskError, retry_in: float | None) -> bool
     if retry_in is None:
         changes: dict[str, Any] = {"status": TaskStatus.FAILED, "finished_at": Now()}
     else:
-        delay = Value(dt.timedelta(seconds=retry_in), output_field=DurationField())
         changes = {
             "status": TaskStatus.PENDING,
-            "run_after": Now() + delay,
+            "run_after": from_now(retry_in),
             "lease_token": None,
         }
 

@@ -9,17 +9,16 @@ LOCKED`` keeps two sweepers from rescuing one task twice.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q, Value
-from django.db.models.fields import DurationField
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from .codes import ErrorCode
+from .dbclock import ago, from_now
 from .models import Task, TaskAttempt
 from .models import Worker as WorkerRow
 from .registry import registry
@@ -51,17 +50,13 @@ class Rescue:
     crashes: int
 
 
-def _ago(seconds: float) -> Any:
-    return Now() - Value(dt.timedelta(seconds=seconds), output_field=DurationField())
-
-
 def rescue_abandoned(
     *, database: str, dead_worker_after: float, max_crashes: int
 ) -> list[Rescue]:
     """Give back, or fail, the tasks held by workers that are dead."""
     workers = WorkerRow.objects.using(database)
     dead = workers.filter(
-        Q(last_heartbeat_at__lt=_ago(dead_worker_after)) | Q(stopped_at__isnull=False)
+        Q(last_heartbeat_at__lt=ago(dead_worker_after)) | Q(stopped_at__isnull=False)
     ).values("id")
 
     with transaction.atomic(using=database):
@@ -129,9 +124,7 @@ def _rescue(task: Task, database: str, max_crashes: int) -> Rescue:
         fenced.update(**back_to_queue, **error, crashes=crashes)
         status = TaskStatus.PENDING
     elif (retry_in := _crash_retry_delay(task)) is not None:
-        back_to_queue["run_after"] = Now() + Value(
-            dt.timedelta(seconds=retry_in), output_field=DurationField()
-        )
+        back_to_queue["run_after"] = from_now(retry_in)
         fenced.update(**back_to_queue, **error, crashes=crashes)
         status = TaskStatus.PENDING
     else:

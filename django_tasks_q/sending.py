@@ -15,14 +15,11 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models import Value
-from django.db.models.expressions import Combinable
-from django.db.models.fields import DurationField
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from .codes import ErrorCode
 from .conf import PRIORITY_RANGE, get_settings, is_valid_priority, is_valid_queue_name
+from .dbclock import from_now
 from .exceptions import TaskSendError
 from .handle import TaskHandle
 from .registry import registry
@@ -57,13 +54,6 @@ def _fail(
     parameter: str | None = None,
 ) -> TaskSendError:
     return TaskSendError(code, message, task_name=task.name, parameter=parameter)
-
-
-def _db_time(offset: float | int | dt.timedelta) -> Combinable:
-    """``now + offset`` on the database clock, which every worker shares."""
-    if not isinstance(offset, dt.timedelta):
-        offset = dt.timedelta(seconds=offset)
-    return Now() + Value(offset, output_field=DurationField())
 
 
 def _check_options(task: BaseTask[Any, Any], options: SendOptions) -> None:
@@ -219,9 +209,9 @@ def _build_row(
     if options.run_at is not None:
         row.run_after = options.run_at
     elif options.delay:
-        row.run_after = _db_time(options.delay)
+        row.run_after = from_now(options.delay)
     if isinstance(options.good_until, dt.timedelta):
-        row.good_until = _db_time(options.good_until)
+        row.good_until = from_now(options.good_until)
     else:
         row.good_until = options.good_until
     return row

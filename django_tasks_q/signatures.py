@@ -31,16 +31,6 @@ def _adapter_for(annotation: Any) -> pydantic.TypeAdapter[Any] | None:
         return None
 
 
-def _unwrap_awaitable(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is not None and getattr(origin, "__name__", "") in {
-        "Coroutine",
-        "Awaitable",
-    }:
-        return typing.get_args(annotation)[-1]
-    return annotation
-
-
 class TaskSignature:
     """The call signature of one task function, with cached validators."""
 
@@ -74,7 +64,8 @@ class TaskSignature:
         annotation = self._hints.get("return", inspect.Parameter.empty)
         if annotation is type(None):
             return None
-        return _adapter_for(_unwrap_awaitable(annotation))
+        # For an async def the hint is already the awaited type.
+        return _adapter_for(annotation)
 
     def rehydrate_arguments(
         self, args: list[Any], kwargs: dict[str, Any]
