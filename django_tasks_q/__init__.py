@@ -14,6 +14,7 @@
 from .codes import ErrorCode
 from .context import TaskContext, current_task
 from .exceptions import (
+    TaskCancelled,
     TaskFailure,
     TaskRegistrationError,
     TaskSendError,
@@ -32,6 +33,7 @@ __all__ = [
     "ErrorCode",
     "RetryPolicy",
     "Task",
+    "TaskCancelled",
     "TaskContext",
     "TaskError",
     "TaskFailure",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+
+from .exceptions import TaskCancelled
 
 if TYPE_CHECKING:
     from .claims import ClaimedTask
@@ -26,11 +29,29 @@ class TaskContext:
     attempt: int | None = None
     max_attempts: int | None = None
     worker_id: str | None = None
+    #: Unique to this attempt: a good idempotency key for side effects.
+    lease_token: str | None = None
     _claimed: ClaimedTask | None = None
+    _cancel_requested: threading.Event = field(default_factory=threading.Event)
 
     @property
     def is_retry(self) -> bool:
         return self.attempt is not None and self.attempt > 1
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether ``handle.cancel()`` asked this run to stop.
+
+        A sync task that can stop early checks this (or calls
+        ``raise_if_cancelled()``) between steps; nothing stops it otherwise.
+        """
+        return self._cancel_requested.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``TaskCancelled`` if a cancel was requested, ending the task
+        ``CANCELLED``."""
+        if self.cancel_requested:
+            raise TaskCancelled("The task was cancelled while it ran.")
 
     def set_progress(
         self, done: float, total: float | None = None, message: str = ""
@@ -74,6 +95,7 @@ def context_for(claimed: ClaimedTask) -> TaskContext:
         attempt=claimed.attempt,
         max_attempts=claimed.max_attempts,
         worker_id=claimed.worker_id,
+        lease_token=str(claimed.lease_token),
         _claimed=claimed,
     )
 

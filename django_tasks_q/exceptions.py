@@ -64,6 +64,17 @@ class TaskFailure(TasksQError):
         self.data = data
 
 
+class TaskCancelled(TaskFailure):
+    """The task stopped because it was cancelled; it ends ``CANCELLED``.
+
+    Raised by ``current_task().raise_if_cancelled()``; a task may also raise
+    it itself to end as cancelled rather than failed.
+    """
+
+    def __init__(self, message: str = "The task was cancelled.") -> None:
+        super().__init__(ErrorCode.TASK_CANCELLED, message)
+
+
 class UnwrapError(TasksQError):
     """``unwrap()`` was called on an error result, or ``unwrap_err()`` on a
     successful one."""

@@ -25,8 +25,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(_test_path).parent.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": str(_test_path)}
 else:
+    # TASKS_Q_PG_TEST_NAME lets a second suite share the server unharmed.
     DATABASES["default"]["TEST"] = {
-        "NAME": f"test_tasksq_py{_python.major}{_python.minor}"
+        "NAME": os.environ.get("TASKS_Q_PG_TEST_NAME")
+        or f"test_tasksq_py{_python.major}{_python.minor}"
     }
 
 # Worker subprocesses of the reliability tests run with compressed timings,

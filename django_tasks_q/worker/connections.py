@@ -39,6 +39,32 @@ def drop_broken_connections() -> None:
         connection.close()
 
 
+class ConnectionLabeller:
+    """Names every PostgreSQL connection the worker opens after the worker,
+    so ``pg_stat_activity.application_name`` shows whose it is."""
+
+    def __init__(self, application_name: str) -> None:
+        # PostgreSQL keeps at most 63 bytes of the name.
+        self.application_name = application_name.encode()[:63].decode(errors="ignore")
+
+    def install(self) -> None:
+        connection_created.connect(self._on_connection_created, weak=False)
+
+    def uninstall(self) -> None:
+        connection_created.disconnect(self._on_connection_created)
+
+    def _on_connection_created(
+        self, sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any
+    ) -> None:
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('application_name', %s, false)",
+                [self.application_name],
+            )
+
+
 class StrayConnectionCollector:
     """Tracks connections opened outside the worker's own threads.
 

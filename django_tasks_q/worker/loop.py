@@ -12,19 +12,28 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models.functions import Now
 
 from .. import claims
 from ..claims import ClaimedTask
 from ..exceptions import TasksQError
 from ..models import Worker as WorkerRow
-from .connections import StrayConnectionCollector, drop_broken_connections
+from .connections import (
+    ConnectionLabeller,
+    StrayConnectionCollector,
+    drop_broken_connections,
+)
 from .event_loop import EventLoopThread
 from .execution import TaskExecutor
 from .heartbeat import HeartbeatThread
 
 logger = logging.getLogger("django_tasks_q.worker")
+
+
+def application_name(worker_id: str) -> str:
+    """How the worker's PostgreSQL connections are named in pg_stat_activity."""
+    return f"tasks-q worker {worker_id}"
 
 
 class WorkerIdInUse(TasksQError):
@@ -69,6 +78,7 @@ class Worker:
         self._event_loop = EventLoopThread()
         self._executor = TaskExecutor(self._event_loop)
         self._strays = StrayConnectionCollector()
+        self._labeller = ConnectionLabeller(application_name(self.id))
         self._heartbeat = HeartbeatThread(
             worker_id=self.id,
             database=options.database,
@@ -87,6 +97,9 @@ class Worker:
     # Lifecycle
 
     def run(self) -> None:
+        # Connections opened before this point keep their old name.
+        connections.close_all()
+        self._labeller.install()
         self._register()
         if self.options.install_signal_handlers:
             self._install_signal_handlers()
@@ -157,6 +170,7 @@ class Worker:
             self._event_loop.stop()
         self._strays.collect()
         self._strays.uninstall()
+        self._labeller.uninstall()
         try:
             WorkerRow.objects.using(self.options.database).filter(pk=self.id).update(
                 stopped_at=Now()
