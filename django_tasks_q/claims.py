@@ -51,6 +51,8 @@ class ClaimedTask:
     lease_token: uuid.UUID
     worker_id: str
     database: str
+    #: Seconds one attempt may run, from ``@task(timeout=...)``.
+    timeout: float | None = None
 
     def fenced(self, status: TaskStatus) -> Any:
         """The queryset an UPDATE about this attempt must go through."""
@@ -67,13 +69,15 @@ def claim(
     ``SKIP LOCKED`` lets concurrent workers claim disjoint rows without
     waiting on each other; on SQLite the IMMEDIATE transaction serializes
     claims instead. Tasks past ``good_until`` are expired on the way, and
-    their places in the batch go to the next ready tasks.
+    their places in the batch go to the next ready tasks; so do tasks that
+    were asked to cancel while running and then came back to the queue.
     """
     token = new_lease_token()
     with transaction.atomic(using=database):
         rows = _lock_ready_rows(queues, limit, database)
-        while any(_is_expired(row) for row in rows):
+        while any(_is_expired(row) or _is_cancelled(row) for row in rows):
             _expire([row.pk for row in rows if _is_expired(row)], database)
+            _cancel_pending([row.pk for row in rows if _is_cancelled(row)], database)
             rows = _lock_ready_rows(queues, limit, database)
 
         if not rows:
@@ -98,6 +102,7 @@ def claim(
             lease_token=token,
             worker_id=worker_id,
             database=database,
+            timeout=row.timeout,
         )
         for row in rows
     ]
@@ -118,12 +123,27 @@ def _lock_ready_rows(queues: list[str], limit: int, database: str) -> list[Task]
             "attempts",
             "max_attempts",
             "good_until",
+            "timeout",
+            "cancel_requested_at",
         )[:limit]
     )
 
 
 def _is_expired(row: Any) -> bool:
     return row.good_until is not None and row.good_until <= row.db_now
+
+
+def _is_cancelled(row: Any) -> bool:
+    return row.cancel_requested_at is not None and not _is_expired(row)
+
+
+def _cancel_pending(task_ids: list[uuid.UUID], database: str) -> None:
+    Task.objects.using(database).filter(pk__in=task_ids).update(
+        status=TaskStatus.CANCELLED,
+        finished_at=Now(),
+        error_code=ErrorCode.TASK_CANCELLED,
+        error_message="The task was cancelled while it ran, then came back.",
+    )
 
 
 def _expire(task_ids: list[uuid.UUID], database: str) -> None:
@@ -262,6 +282,51 @@ def give_back(claimed: ClaimedTask, reason: str) -> bool:
     if not updated:
         _fenced_out(claimed, "give back")
     return bool(updated)
+
+
+def cancel_running(claimed: ClaimedTask, message: str) -> bool:
+    """End a RUNNING attempt as CANCELLED: it stopped on a cancel request."""
+    error = TaskError(error_code=ErrorCode.TASK_CANCELLED, message=message)
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(TaskStatus.RUNNING).update(
+            status=TaskStatus.CANCELLED,
+            finished_at=Now(),
+            error_code=error.error_code,
+            error_message=error.message,
+        )
+        if updated:
+            _close_attempt(claimed, AttemptOutcome.CANCELLED, error)
+    if not updated:
+        _fenced_out(claimed, "cancel")
+    return bool(updated)
+
+
+def settle_abandoned(claimed: ClaimedTask, reason: str) -> bool:
+    """Hand back an attempt whose outcome could not be stored, whatever state
+    it reached: a started one is given back, an unstarted one released."""
+    with transaction.atomic(using=claimed.database):
+        if claimed.fenced(TaskStatus.CLAIMED).exists():
+            return release(claimed)
+        if claimed.fenced(TaskStatus.RUNNING).exists():
+            return give_back(claimed, reason)
+    return False
+
+
+def cancel_requests(
+    *, worker_id: str, database: str
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """The (task id, lease token) of this worker's running tasks that were
+    asked to cancel."""
+    rows = (
+        Task.objects.using(database)
+        .filter(
+            worker_id=worker_id,
+            status=TaskStatus.RUNNING,
+            cancel_requested_at__isnull=False,
+        )
+        .values_list("id", "lease_token")
+    )
+    return {(task_id, token) for task_id, token in rows if token is not None}
 
 
 def set_progress(claimed: ClaimedTask, progress: Any) -> bool:

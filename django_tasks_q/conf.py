@@ -74,12 +74,17 @@ class TasksQSettings:
     #: Worker deaths a task may cause before it ends FAILED / WORKER_CRASHED.
     max_crashes: int = 3
 
+    #: Seconds a worker retries storing an attempt's outcome while the
+    #: database is unreachable, before it gives the outcome up.
+    write_retry_budget: float = 120.0
+
 
 _NUMBER_KEYS = {
     "poll_interval",
     "heartbeat_interval",
     "dead_worker_after",
     "drain_timeout",
+    "write_retry_budget",
 }
 
 

@@ -110,6 +110,24 @@ class TaskHandle(Generic[T]):
                 return self._wait_timeout(timeout_ms)
             await waiter.wait_async(self.task_id, remaining)
 
+    def cancel(self) -> bool:
+        """Cancel the task.
+
+        A task that has not started ends ``CANCELLED`` at once. A running one
+        is asked to stop: an ``async def`` task is cancelled, a sync task sees
+        ``current_task().cancel_requested``, and a prefork worker ends the
+        process running it. Either way ``get()`` then returns
+        ``TASK_CANCELLED`` (unless the task finished first). Returns ``False``
+        when the task had already finished or does not exist.
+        """
+        from .cancellation import cancel
+
+        return cancel(self.task_id, get_settings().database)
+
+    async def acancel(self) -> bool:
+        """Async twin of ``cancel()``."""
+        return await sync_to_async(self.cancel)()
+
     def info(
         self, include_result: bool = False, include_failed_reason: bool = False
     ) -> TaskInfo | None:

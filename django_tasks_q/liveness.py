@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from .claims import ClaimedTask
 from .codes import ErrorCode
 from .dbclock import ago, from_now
 from .models import Task, TaskAttempt
@@ -28,6 +29,17 @@ logger = logging.getLogger("django_tasks_q.liveness")
 
 #: Tasks one sweep rescues at most; the next sweep takes the rest.
 RESCUE_BATCH_SIZE = 100
+
+_RESCUE_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "worker_id",
+    "lease_token",
+    "attempts",
+    "max_attempts",
+    "crashes",
+)
 
 
 def heartbeat(worker_id: str, database: str) -> bool:
@@ -65,18 +77,12 @@ def rescue_abandoned(
             .filter(status__in=[TaskStatus.CLAIMED, TaskStatus.RUNNING])
             .filter(Q(worker_id__in=dead) | ~Q(worker_id__in=workers.values("id")))
             .select_for_update(skip_locked=True)
-            .only(
-                "id",
-                "name",
-                "status",
-                "worker_id",
-                "lease_token",
-                "attempts",
-                "max_attempts",
-                "crashes",
-            )[:RESCUE_BATCH_SIZE]
+            .only(*_RESCUE_FIELDS)[:RESCUE_BATCH_SIZE]
         )
-        rescues = [_rescue(task, database, max_crashes) for task in abandoned]
+        rescues = [
+            _rescue(task, database, max_crashes, f"Worker {task.worker_id} died")
+            for task in abandoned
+        ]
 
     for rescue in rescues:
         logger.warning(
@@ -95,7 +101,48 @@ def rescue_abandoned(
     return rescues
 
 
-def _rescue(task: Task, database: str, max_crashes: int) -> Rescue:
+def record_crash(
+    claimed: ClaimedTask, *, max_crashes: int, cause: str
+) -> Rescue | None:
+    """Count the death of the process that ran ``claimed``, as a rescue would.
+
+    A prefork worker calls this when a child dies under a task, without
+    waiting for a heartbeat to go stale. ``None`` when the attempt had
+    already ended.
+    """
+    with transaction.atomic(using=claimed.database):
+        task = (
+            Task.objects.using(claimed.database)
+            .filter(
+                pk=claimed.id,
+                lease_token=claimed.lease_token,
+                status__in=[TaskStatus.CLAIMED, TaskStatus.RUNNING],
+            )
+            .select_for_update()
+            .only(*_RESCUE_FIELDS)
+            .first()
+        )
+        if task is None:
+            return None
+        rescue = _rescue(task, claimed.database, max_crashes, cause)
+
+    logger.warning(
+        "Task id=%s: %s; now %s after %s crash(es)",
+        rescue.task_id,
+        cause,
+        rescue.status,
+        rescue.crashes,
+        extra={
+            "action": "task_crashed",
+            "task_id": rescue.task_id,
+            "worker_id": rescue.worker_id,
+            "status": rescue.status,
+        },
+    )
+    return rescue
+
+
+def _rescue(task: Task, database: str, max_crashes: int, cause: str) -> Rescue:
     # The row is locked, but the update stays fenced like every other write:
     # it applies only to the lease the dead worker held.
     fenced = Task.objects.using(database).filter(
@@ -115,7 +162,7 @@ def _rescue(task: Task, database: str, max_crashes: int) -> Rescue:
 
     crashes = task.crashes + 1
     message = (
-        f"Worker {task.worker_id} died while running attempt {task.attempts} "
+        f"{cause} while running attempt {task.attempts} "
         f"(crash {crashes} of at most {max_crashes})."
     )
     error = {"error_code": ErrorCode.WORKER_CRASHED, "error_message": message}

@@ -60,6 +60,9 @@ class Task(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     progress = models.JSONField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When handle.cancel() reached it running."
+    )
 
     result = models.JSONField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)

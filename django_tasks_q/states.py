@@ -24,3 +24,4 @@ class AttemptOutcome(models.TextChoices):
     FAILED = "FAILED"
     INTERRUPTED = "INTERRUPTED"
     CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"

@@ -526,6 +526,7 @@ def test_worker_help_explains_every_option(run_worker: RunWorker) -> None:
     explanations = {
         "--queues": "Comma-separated queues to claim from",
         "--concurrency": "Tasks run at once",
+        "--pool": "each task runs in a child process",
         "--burst": "Exit once nothing is claimable",
         "--max-tasks": "Exit after claiming this many tasks",
         "--poll-interval": "Seconds between looks for new tasks",

@@ -1,5 +1,6 @@
-"""The ``runworker`` process: claim loop, task execution, connection care."""
+"""The ``runworker`` process: claim loop, task pools, execution, connection care.
 
-from .loop import Worker, WorkerIdInUse, WorkerOptions
-
-__all__ = ["Worker", "WorkerIdInUse", "WorkerOptions"]
+The modules here import Django models, except ``child``, the entry point of
+prefork child processes, which must be importable before ``django.setup()``;
+so this package imports none of them itself.
+"""

@@ -2,27 +2,74 @@
 
 Each step that can fail because of the task's own data ends that task with
 its own error code; nothing here lets an exception escape to the worker.
+The attempt's timeout and cancel requests are applied here too, as far as a
+thread can apply them: an ``async def`` task is cancelled on its event loop,
+a sync task is told through its context and, past its timeout, left to run
+on with its outcome discarded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import traceback
+import uuid
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import claims
 from ..claims import ClaimedTask
 from ..codes import NEVER_RETRIED, ErrorCode
-from ..context import activate, context_for, deactivate
-from ..exceptions import TaskFailure
+from ..context import TaskContext, activate, context_for, deactivate
+from ..exceptions import TaskCancelled, TaskFailure
 from ..registry import registry
 from ..results import TaskError
 from ..serialization import PayloadError, SerializationError, decode, encode
 from ..task import BaseTask
 from .event_loop import EventLoopThread
+from .persistence import DurableWriter, OutcomeLost
 
 logger = logging.getLogger("django_tasks_q.worker")
+
+#: Seconds a timed-out ``async def`` task gets to unwind after cancellation.
+ASYNC_CANCEL_GRACE = 1.0
+
+
+class AttemptTimedOut(Exception):
+    """The attempt ran longer than its task's ``timeout``."""
+
+
+def timeout_error(timeout: float) -> TaskError:
+    return TaskError(
+        error_code=ErrorCode.TASK_TIMEOUT,
+        message=f"The attempt ran longer than the task's timeout of {timeout:g}s.",
+    )
+
+
+@dataclass
+class RunControl:
+    """Handles on one running attempt for the worker to cancel it by."""
+
+    context: TaskContext
+    loop: asyncio.AbstractEventLoop | None = None
+    loop_task: asyncio.Task[Any] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request_cancel(self) -> None:
+        self.context._cancel_requested.set()
+        with self.lock:
+            if self.loop is not None and self.loop_task is not None:
+                self.loop.call_soon_threadsafe(self.loop_task.cancel)
+
+    def attach(
+        self, loop: asyncio.AbstractEventLoop, loop_task: asyncio.Task[Any]
+    ) -> None:
+        with self.lock:
+            self.loop, self.loop_task = loop, loop_task
 
 
 def _qualified_name(cls: type) -> str:
@@ -68,13 +115,48 @@ def retry_delay(
 
 
 class TaskExecutor:
-    """Executes claimed tasks; one instance is shared by a worker's threads."""
+    """Executes claimed tasks; one instance is shared by a worker's threads.
 
-    def __init__(self, event_loop: EventLoopThread) -> None:
+    With ``enforce_timeouts=False`` (a prefork child, whose parent kills it
+    at the deadline) the task runs without a timer of its own.
+    """
+
+    def __init__(
+        self,
+        event_loop: EventLoopThread,
+        writer: DurableWriter,
+        *,
+        enforce_timeouts: bool = True,
+    ) -> None:
         self.event_loop = event_loop
+        self.writer = writer
+        self.enforce_timeouts = enforce_timeouts
+        self._controls: dict[uuid.UUID, RunControl] = {}
+        self._controls_lock = threading.Lock()
+
+    def request_cancel(self, claimed: ClaimedTask) -> bool:
+        """Ask the running attempt ``claimed`` to stop; ``False`` if it is not
+        running here."""
+        with self._controls_lock:
+            control = self._controls.get(claimed.id)
+        if control is None or control.context.lease_token != str(claimed.lease_token):
+            return False
+        control.request_cancel()
+        return True
 
     def execute(self, claimed: ClaimedTask) -> None:
-        if not claims.start(claimed):
+        try:
+            self._execute(claimed)
+        except OutcomeLost as exc:
+            self.writer.hand_back(claimed, str(exc))
+
+    def _write(
+        self, claimed: ClaimedTask, what: str, apply: Callable[[], bool]
+    ) -> bool:
+        return self.writer.write(claimed, what, apply)
+
+    def _execute(self, claimed: ClaimedTask) -> None:
+        if not self._write(claimed, "start", lambda: claims.start(claimed)):
             return
 
         task = registry.get(claimed.name)
@@ -115,12 +197,31 @@ class TaskExecutor:
             return
 
         started = time.monotonic()
+        control = RunControl(context_for(claimed))
+        with self._controls_lock:
+            self._controls[claimed.id] = control
         try:
-            value = self._call(task, claimed, args, kwargs)
+            value = self._call(task, claimed, args, kwargs, control)
+        except AttemptTimedOut:
+            assert claimed.timeout is not None
+            self._finish_failed(
+                task, claimed, timeout_error(claimed.timeout), None, log_extra
+            )
+            return
+        except futures.CancelledError:
+            # An async task cancelled on its loop, normally by request.
+            self._finish_cancelled(claimed, log_extra)
+            return
         except (Exception, SystemExit) as exc:
+            if isinstance(exc, TaskCancelled):
+                self._finish_cancelled(claimed, log_extra)
+                return
             error = _error_from_exception(exc)
             self._finish_failed(task, claimed, error, exc, log_extra)
             return
+        finally:
+            with self._controls_lock:
+                self._controls.pop(claimed.id, None)
 
         try:
             encoded = encode(value, "result")
@@ -133,7 +234,7 @@ class TaskExecutor:
             self._finish_failed(task, claimed, error, None, log_extra)
             return
 
-        if claims.complete(claimed, encoded):
+        if self._write(claimed, "complete", lambda: claims.complete(claimed, encoded)):
             logger.info(
                 "Task id=%s name=%s attempt=%s completed in %.3fs",
                 claimed.id,
@@ -149,24 +250,106 @@ class TaskExecutor:
         claimed: ClaimedTask,
         args: list[Any],
         kwargs: dict[str, Any],
+        control: RunControl,
     ) -> Any:
-        context = context_for(claimed)
+        timeout = claimed.timeout if self.enforce_timeouts else None
         if task.is_async:
+            return self._call_async(task, args, kwargs, control, timeout)
+        if timeout is None:
+            token = activate(control.context)
+            try:
+                return task.func(*args, **kwargs)
+            finally:
+                deactivate(token)
+        return self._call_sync_with_timeout(task, args, kwargs, control, timeout)
 
-            async def run_in_context() -> Any:
-                token = activate(context)
-                try:
-                    return await task.func(*args, **kwargs)
-                finally:
-                    deactivate(token)
+    def _call_async(
+        self,
+        task: BaseTask[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        control: RunControl,
+        timeout: float | None,
+    ) -> Any:
+        async def run_in_context() -> Any:
+            loop_task = asyncio.current_task()
+            assert loop_task is not None
+            control.attach(asyncio.get_running_loop(), loop_task)
+            token = activate(control.context)
+            try:
+                if control.context.cancel_requested:
+                    raise asyncio.CancelledError
+                return await task.func(*args, **kwargs)
+            finally:
+                deactivate(token)
 
-            return self.event_loop.run(run_in_context())
-
-        token = activate(context)
+        future = self.event_loop.submit(run_in_context())
         try:
-            return task.func(*args, **kwargs)
-        finally:
-            deactivate(token)
+            return future.result(timeout)
+        except TimeoutError:
+            if future.done():
+                raise  # The task's own TimeoutError.
+            control.request_cancel()
+            # Let it unwind (finally blocks, async context managers).
+            futures.wait([future], timeout=ASYNC_CANCEL_GRACE)
+            raise AttemptTimedOut from None
+
+    def _call_sync_with_timeout(
+        self,
+        task: BaseTask[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        control: RunControl,
+        timeout: float,
+    ) -> Any:
+        # The body runs in a thread of its own so that this slot can give up
+        # on it at the deadline; a thread cannot be stopped from outside.
+        outcome: futures.Future[Any] = futures.Future()
+
+        def run_body() -> None:
+            token = activate(control.context)
+            try:
+                outcome.set_result(task.func(*args, **kwargs))
+            except BaseException as exc:
+                outcome.set_exception(exc)
+            finally:
+                deactivate(token)
+
+        body = threading.Thread(target=run_body, name="tasks-q-timed-task", daemon=True)
+        body.start()
+        try:
+            return outcome.result(timeout)
+        except TimeoutError:
+            if outcome.done():
+                raise  # The task's own TimeoutError.
+            # A task that checks cancel_requested stops; others run on.
+            control.context._cancel_requested.set()
+            logger.warning(
+                "Task id=%s timed out after %gs; its thread runs on and its "
+                "outcome will be discarded",
+                control.context.task_id,
+                timeout,
+                extra={
+                    "action": "task_thread_abandoned",
+                    "task_id": control.context.task_id,
+                },
+            )
+            raise AttemptTimedOut from None
+
+    def _finish_cancelled(
+        self, claimed: ClaimedTask, log_extra: dict[str, Any]
+    ) -> None:
+        message = "The task was cancelled while it ran."
+        if self._write(
+            claimed, "cancel", lambda: claims.cancel_running(claimed, message)
+        ):
+            logger.info(
+                "Task id=%s name=%s attempt=%s cancelled while running",
+                claimed.id,
+                claimed.name,
+                claimed.attempt,
+                extra={"action": "task_cancelled", **log_extra},
+            )
 
     def _finish_failed(
         self,
@@ -177,7 +360,7 @@ class TaskExecutor:
         log_extra: dict[str, Any],
     ) -> None:
         delay = retry_delay(task, claimed, error, exc)
-        if not claims.fail(claimed, error, delay):
+        if not self._write(claimed, "fail", lambda: claims.fail(claimed, error, delay)):
             return
 
         if delay is not None:

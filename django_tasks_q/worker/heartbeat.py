@@ -56,13 +56,16 @@ class HeartbeatThread(threading.Thread):
         self._on_start()
         try:
             while True:
-                self.beat()
-                if self._stopped.wait(self.interval):
+                # After a failure, try again soon: claims resume only once a
+                # beat gets through.
+                wait = self.interval if self.beat() else min(self.interval, 1.0)
+                if self._stopped.wait(wait):
                     return
         finally:
             connections.close_all()
 
-    def beat(self) -> None:
+    def beat(self) -> bool:
+        """Heartbeat, then sweep; ``False`` if the database did not answer."""
         try:
             if not heartbeat(self.worker_id, self.database):
                 logger.warning(
@@ -76,6 +79,7 @@ class HeartbeatThread(threading.Thread):
                 dead_worker_after=self.dead_worker_after,
                 max_crashes=self.max_crashes,
             )
+            return True
         except DatabaseError:
             logger.warning(
                 "Worker id=%s could not heartbeat or sweep; trying again in %ss",
@@ -85,3 +89,4 @@ class HeartbeatThread(threading.Thread):
                 extra={"action": "heartbeat_failed", "worker_id": self.worker_id},
             )
             drop_broken_connections()
+            return False

@@ -7,8 +7,11 @@ import os
 import signal
 import socket
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
 
@@ -24,9 +27,10 @@ from .connections import (
     StrayConnectionCollector,
     drop_broken_connections,
 )
-from .event_loop import EventLoopThread
-from .execution import TaskExecutor
 from .heartbeat import HeartbeatThread
+from .persistence import DurableWriter
+from .pools import TaskPool, ThreadPool
+from .prefork import PreforkPool
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -53,11 +57,14 @@ class WorkerOptions:
     heartbeat_interval: float = 5.0
     dead_worker_after: float = 30.0
     max_crashes: int = 3
+    write_retry_budget: float = 120.0
+    pool: str = "threads"
     install_signal_handlers: bool = True
 
 
 class Worker:
-    """Claims tasks from ``queues`` and runs them on a pool of threads.
+    """Claims tasks from ``queues`` and runs them on a pool of threads or of
+    child processes.
 
     ``run()`` returns once the worker has stopped: after a signal, after
     ``max_tasks`` claims, or, in burst mode, when nothing is claimable.
@@ -75,8 +82,6 @@ class Worker:
         #: Task threads still running at exit; the process must then end with
         #: ``os._exit()``, since Python would otherwise wait for them.
         self.abandoned_threads = 0
-        self._event_loop = EventLoopThread()
-        self._executor = TaskExecutor(self._event_loop)
         self._strays = StrayConnectionCollector()
         self._labeller = ConnectionLabeller(application_name(self.id))
         self._heartbeat = HeartbeatThread(
@@ -88,10 +93,25 @@ class Worker:
             on_start=self._strays.own_current_thread,
         )
         self._paused_for_heartbeat = False
-        self._pool = ThreadPoolExecutor(
-            max_workers=options.concurrency,
-            thread_name_prefix="tasks-q-slot",
-            initializer=self._strays.own_current_thread,
+        self._writer = DurableWriter(
+            budget=options.write_retry_budget, stopping=self.stopping
+        )
+        self._pool = self._make_pool()
+        self._cancels_checked_at = 0.0
+        self._cancels_requested: set[uuid.UUID] = set()
+
+    def _make_pool(self) -> TaskPool:
+        if self.options.pool == "prefork":
+            return PreforkPool(
+                size=self.options.concurrency,
+                worker_id=self.id,
+                application_name=application_name(self.id),
+                max_crashes=self.options.max_crashes,
+                writer=self._writer,
+                on_thread_start=self._strays.own_current_thread,
+            )
+        return ThreadPool(
+            size=self.options.concurrency, writer=self._writer, strays=self._strays
         )
 
     # Lifecycle
@@ -106,6 +126,7 @@ class Worker:
         self._strays.own_current_thread()
         self._strays.install()
         self._heartbeat.start()
+        self._pool.start()
         try:
             self._loop()
         finally:
@@ -166,8 +187,6 @@ class Worker:
         self._drain()
         self._pool.shutdown(wait=not self.abandoned_threads)
         self._heartbeat.stop()
-        if not self.abandoned_threads:
-            self._event_loop.stop()
         self._strays.collect()
         self._strays.uninstall()
         self._labeller.uninstall()
@@ -193,7 +212,7 @@ class Worker:
             queued = list(self._running.items())
         for future, claimed in queued:
             if future.cancel():
-                claims.release(claimed)
+                self._settle(claimed, "release", lambda c: claims.release(c))
 
     def _drain(self) -> None:
         """Wait up to the drain timeout for running tasks, then give back the
@@ -204,13 +223,16 @@ class Worker:
             return
 
         _done, still_running = futures.wait(running, timeout=self.options.drain_timeout)
+        reason = (
+            f"Worker {self.id} stopped after waiting "
+            f"{self.options.drain_timeout:g}s for the attempt to finish."
+        )
+        abandoned = 0
         for future in still_running:
             claimed = running[future]
-            claims.give_back(
-                claimed,
-                f"Worker {self.id} stopped after waiting "
-                f"{self.options.drain_timeout:g}s for the attempt to finish.",
-            )
+            if not self._pool.abort(claimed):
+                abandoned += 1
+            self._settle(claimed, "give back", lambda c: claims.give_back(c, reason))
             logger.warning(
                 "Worker id=%s gave back task id=%s after the drain timeout",
                 self.id,
@@ -222,7 +244,31 @@ class Worker:
                 },
             )
         # Threads cannot be stopped: the caller must end the process.
-        self.abandoned_threads = len(still_running)
+        self.abandoned_threads = abandoned
+
+    def _settle(
+        self,
+        claimed: ClaimedTask,
+        what: str,
+        apply: Callable[[ClaimedTask], bool],
+    ) -> None:
+        """A last write while stopping; if the database is down, the rescue
+        of this worker's tasks does it later."""
+        try:
+            apply(claimed)
+        except DatabaseError:
+            logger.exception(
+                "Worker id=%s could not %s task id=%s; it will be rescued",
+                self.id,
+                what,
+                claimed.id,
+                extra={
+                    "action": "task_settle_failed",
+                    "worker_id": self.id,
+                    "task_id": str(claimed.id),
+                },
+            )
+            drop_broken_connections()
 
     # Claiming
 
@@ -233,6 +279,7 @@ class Worker:
             claimed = self._claim(free_slots) if free_slots else []
             for claimed_task in claimed:
                 self._submit(claimed_task)
+            self._forward_cancel_requests()
 
             if self._max_tasks_reached():
                 logger.info(
@@ -316,30 +363,52 @@ class Worker:
         return claimed
 
     def _submit(self, claimed: ClaimedTask) -> None:
-        future = self._pool.submit(self._execute, claimed)
+        # The callback is attached after the future is recorded, so it always
+        # finds it, even when the attempt is already over.
+        future = self._pool.submit(claimed)
         with self._running_lock:
             self._running[future] = claimed
         future.add_done_callback(self._on_done)
 
-    def _execute(self, claimed: ClaimedTask) -> None:
+    def _forward_cancel_requests(self) -> None:
+        """Once per poll interval while tasks run, pass on cancel requests."""
+        now = time.monotonic()
+        if now - self._cancels_checked_at < self.options.poll_interval:
+            return
+        with self._running_lock:
+            running = {claimed.id: claimed for claimed in self._running.values()}
+        if not running:
+            self._cancels_requested.clear()
+            return
+
+        self._cancels_checked_at = now
         try:
-            self._executor.execute(claimed)
-        except Exception:
-            # Only the worker's own writes can get here (the task's errors
-            # are caught inside); log and carry on with the next task.
-            logger.exception(
-                "Worker id=%s could not record task id=%s",
+            requests = claims.cancel_requests(
+                worker_id=self.id, database=self.options.database
+            )
+        except DatabaseError:
+            drop_broken_connections()
+            return
+
+        self._cancels_requested &= set(running)
+        for task_id, lease_token in requests:
+            claimed = running.get(task_id)
+            if claimed is None or claimed.lease_token != lease_token:
+                continue
+            if task_id in self._cancels_requested:
+                continue
+            self._cancels_requested.add(task_id)
+            logger.info(
+                "Worker id=%s asks task id=%s to stop: it was cancelled",
                 self.id,
-                claimed.id,
+                task_id,
                 extra={
-                    "action": "task_write_failed",
+                    "action": "task_cancel_forwarded",
                     "worker_id": self.id,
-                    "task_id": str(claimed.id),
+                    "task_id": str(task_id),
                 },
             )
-        finally:
-            drop_broken_connections()
-            self._strays.collect()
+            self._pool.request_cancel(claimed)
 
     def _on_done(self, future: Future[None]) -> None:
         with self._running_lock:

@@ -13,14 +13,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django_tasks_q.conf import TasksQSettings, get_settings, is_valid_queue_name
 from django_tasks_q.ids import new_worker_id
 from django_tasks_q.registry import registry
-from django_tasks_q.worker import Worker, WorkerIdInUse, WorkerOptions
-
-VERBOSITY_LEVELS = {
-    0: logging.WARNING,
-    1: logging.INFO,
-    2: logging.DEBUG,
-    3: logging.DEBUG,
-}
+from django_tasks_q.worker.logs import VERBOSITY_LEVELS, configure_worker_logging
+from django_tasks_q.worker.loop import Worker, WorkerIdInUse, WorkerOptions
+from django_tasks_q.worker.pools import POOL_KINDS
 
 
 def _positive_int(value: str) -> int:
@@ -86,8 +81,19 @@ class Command(BaseCommand):
             type=_positive_int,
             default=4,
             help=(
-                "Tasks run at once, each in its own thread; async tasks share "
-                "one event loop. Default: 4."
+                "Tasks run at once: threads, or child processes with "
+                "--pool prefork. Default: 4."
+            ),
+        )
+        parser.add_argument(
+            "--pool",
+            choices=POOL_KINDS,
+            default="threads",
+            help=(
+                "threads: tasks run in threads of this process and async tasks "
+                "share one event loop. prefork: each task runs in a child "
+                "process, which is killed and replaced when the task times out, "
+                "is cancelled or crashes it. Default: threads."
             ),
         )
         parser.add_argument(
@@ -130,7 +136,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self._configure_logging(options["verbosity"])
+        configure_worker_logging(
+            VERBOSITY_LEVELS.get(options["verbosity"], logging.DEBUG)
+        )
         self._check_task_modules()
 
         settings = get_settings()
@@ -146,6 +154,8 @@ class Command(BaseCommand):
                 heartbeat_interval=settings.heartbeat_interval,
                 dead_worker_after=settings.dead_worker_after,
                 max_crashes=settings.max_crashes,
+                write_retry_budget=settings.write_retry_budget,
+                pool=options["pool"],
                 database=settings.database,
             )
         )
@@ -168,13 +178,3 @@ class Command(BaseCommand):
                 f"Tasks module {failure.module!r} sends a task while it is imported "
                 f"({failure.error}); move the send into a function."
             )
-
-    def _configure_logging(self, verbosity: int) -> None:
-        logger = logging.getLogger("django_tasks_q")
-        logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.DEBUG))
-        if not logger.hasHandlers():
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            )
-            logger.addHandler(handler)
