@@ -262,12 +262,16 @@ def release(claimed: ClaimedTask) -> bool:
     return bool(updated)
 
 
-def give_back(claimed: ClaimedTask, reason: str) -> bool:
-    """Return a RUNNING task to the queue because its worker is stopping.
+def give_back(
+    claimed: ClaimedTask, reason: str, code: ErrorCode = ErrorCode.WORKER_STOPPED
+) -> bool:
+    """Return a RUNNING task to the queue, by default because its worker is
+    stopping.
 
-    The attempt counts, and is closed as interrupted with ``reason``.
+    The attempt counts, and is closed as interrupted with ``code`` and
+    ``reason``.
     """
-    error = TaskError(error_code=ErrorCode.WORKER_STOPPED, message=reason)
+    error = TaskError(error_code=code, message=reason)
     with transaction.atomic(using=claimed.database):
         updated = claimed.fenced(TaskStatus.RUNNING).update(
             status=TaskStatus.PENDING,
@@ -308,7 +312,7 @@ def settle_abandoned(claimed: ClaimedTask, reason: str) -> bool:
         if claimed.fenced(TaskStatus.CLAIMED).exists():
             return release(claimed)
         if claimed.fenced(TaskStatus.RUNNING).exists():
-            return give_back(claimed, reason)
+            return give_back(claimed, reason, ErrorCode.OUTCOME_LOST)
     return False
 
 

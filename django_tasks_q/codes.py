@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     TASK_TIMEOUT = "TASK_TIMEOUT"
     WORKER_CRASHED = "WORKER_CRASHED"
     WORKER_STOPPED = "WORKER_STOPPED"
+    OUTCOME_LOST = "OUTCOME_LOST"
 
     # Returned by TaskHandle.get() when a stored result cannot be read back.
     RESULT_INVALID = "RESULT_INVALID"

@@ -10,6 +10,7 @@ LOCKED`` keeps two sweepers from rescuing one task twice.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,74 @@ def rescue_abandoned(
             },
         )
     return rescues
+
+
+def release_orphans(
+    *,
+    worker_id: str,
+    held_leases: set[uuid.UUID],
+    database: str,
+    older_than: float,
+) -> int:
+    """Give back tasks that this live worker holds without knowing it.
+
+    When the connection dies as a claim or a start commits, the worker never
+    hears that it now holds the task, and no one else would rescue it while
+    the worker's heartbeat is fresh. Such a task carries a lease the worker
+    is not running; rows claimed in the last ``older_than`` seconds are left
+    alone, since their claim may not be registered yet.
+    """
+    orphans = list(
+        Task.objects.using(database)
+        .filter(
+            worker_id=worker_id,
+            status__in=[TaskStatus.CLAIMED, TaskStatus.RUNNING],
+            claimed_at__lt=ago(older_than),
+        )
+        .exclude(lease_token__in=held_leases)
+        .only("id", "status", "lease_token", "attempts")
+    )
+    reason = (
+        f"Worker {worker_id} lost the database's answer to a write about this "
+        "attempt and never ran it to the end."
+    )
+    error = {"error_code": ErrorCode.OUTCOME_LOST, "error_message": reason}
+
+    released = 0
+    for task in orphans:
+        with transaction.atomic(using=database):
+            fenced = Task.objects.using(database).filter(
+                pk=task.pk, status=task.status, lease_token=task.lease_token
+            )
+            back_to_queue: dict[str, Any] = {
+                "status": TaskStatus.PENDING,
+                "lease_token": None,
+                "worker_id": "",
+                "run_after": Now(),
+            }
+            if task.status == TaskStatus.CLAIMED:
+                updated = fenced.update(
+                    **back_to_queue, claimed_at=None, attempts=F("attempts") - 1
+                )
+            else:
+                updated = fenced.update(**back_to_queue, **error)
+                TaskAttempt.objects.using(database).filter(
+                    task_id=task.pk, number=task.attempts
+                ).update(outcome=AttemptOutcome.INTERRUPTED, finished_at=Now(), **error)
+        released += updated
+        if updated:
+            logger.warning(
+                "Task id=%s was held by worker id=%s without its knowledge; "
+                "it goes back to the queue",
+                task.pk,
+                worker_id,
+                extra={
+                    "action": "task_orphan_released",
+                    "task_id": str(task.pk),
+                    "worker_id": worker_id,
+                },
+            )
+    return released
 
 
 def record_crash(

@@ -16,7 +16,7 @@ import pytest
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from django_tasks_q import claims
+from django_tasks_q import claims, liveness
 from django_tasks_q.claims import ClaimedTask
 from django_tasks_q.codes import ErrorCode
 from django_tasks_q.models import Task, TaskAttempt, Worker
@@ -221,3 +221,53 @@ def test_writes_with_a_lost_lease_are_fenced_out_and_counted() -> None:
     assert claims.fenced_out_count() == before + 1
     assert row.status == TaskStatus.RUNNING
     assert row.result is None
+
+
+def test_a_live_worker_gives_back_tasks_it_holds_without_knowing() -> None:
+    # As left when the connection died while a claim or a start committed.
+    long_ago = timezone.now() - dt.timedelta(minutes=1)
+    known_lease = uuid.uuid4()
+
+    def held(status: str, lease: uuid.UUID, claimed_at: dt.datetime) -> Task:
+        return Task.objects.create(
+            name=add.name,
+            args=[1, 1],
+            status=status,
+            worker_id="alive-1",
+            lease_token=lease,
+            attempts=1,
+            claimed_at=claimed_at,
+        )
+
+    lost_claim = held(TaskStatus.CLAIMED, uuid.uuid4(), long_ago)
+    lost_start = held(TaskStatus.RUNNING, uuid.uuid4(), long_ago)
+    TaskAttempt.objects.create(
+        task=lost_start, number=1, worker_id="alive-1", lease_token=uuid.uuid4()
+    )
+    running = held(TaskStatus.RUNNING, known_lease, long_ago)
+    just_claimed = held(TaskStatus.CLAIMED, uuid.uuid4(), timezone.now())
+
+    released = liveness.release_orphans(
+        worker_id="alive-1",
+        held_leases={known_lease},
+        database="default",
+        older_than=5,
+    )
+
+    assert released == 2
+    lost_claim.refresh_from_db()
+    lost_start.refresh_from_db()
+    assert (lost_claim.status, lost_claim.attempts) == (TaskStatus.PENDING, 0)
+    assert (lost_start.status, lost_start.attempts) == (TaskStatus.PENDING, 1)
+    assert lost_start.error_code == ErrorCode.OUTCOME_LOST
+    attempt = TaskAttempt.objects.get(task=lost_start)
+    assert attempt.outcome == AttemptOutcome.INTERRUPTED
+    assert status_of(str(running.pk)) == TaskStatus.RUNNING
+    assert status_of(str(just_claimed.pk)) == TaskStatus.CLAIMED
+    # With nothing held, every old task of the worker is an orphan.
+    assert (
+        liveness.release_orphans(
+            worker_id="alive-1", held_leases=set(), database="default", older_than=5
+        )
+        == 1
+    )

@@ -1,15 +1,17 @@
-"""The worker's heartbeat thread: beat, then sweep for dead workers' tasks."""
+"""The worker's heartbeat thread: beat, sweep for dead workers' tasks, and
+give back tasks the worker holds without knowing it."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from django.db import DatabaseError, connections
 
-from ..liveness import heartbeat, rescue_abandoned
+from ..liveness import heartbeat, release_orphans, rescue_abandoned
 from .connections import drop_broken_connections
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -17,6 +19,10 @@ logger = logging.getLogger("django_tasks_q.worker")
 #: Share of DEAD_WORKER_AFTER without a heartbeat after which a worker stops
 #: claiming: others will soon rescue what it holds, so it must take no more.
 UNHEALTHY_SHARE = 0.75
+
+#: Seconds a task must have been claimed before its worker may judge it an
+#: orphan: a claim that just committed may not be registered yet.
+ORPHAN_MIN_AGE = 5.0
 
 
 class HeartbeatThread(threading.Thread):
@@ -31,6 +37,7 @@ class HeartbeatThread(threading.Thread):
         dead_worker_after: float,
         max_crashes: int,
         on_start: Callable[[], None],
+        held_leases: Callable[[], set[uuid.UUID]],
     ) -> None:
         super().__init__(name="tasks-q-heartbeat", daemon=True)
         self.worker_id = worker_id
@@ -39,6 +46,7 @@ class HeartbeatThread(threading.Thread):
         self.dead_worker_after = dead_worker_after
         self.max_crashes = max_crashes
         self._on_start = on_start
+        self._held_leases = held_leases
         self._stopped = threading.Event()
         self._last_beat = time.monotonic()
 
@@ -78,6 +86,15 @@ class HeartbeatThread(threading.Thread):
                 database=self.database,
                 dead_worker_after=self.dead_worker_after,
                 max_crashes=self.max_crashes,
+            )
+            # Snapshot the leases first: a task that ends meanwhile is no
+            # longer held, and one claimed meanwhile is too recent to count.
+            held = self._held_leases()
+            release_orphans(
+                worker_id=self.worker_id,
+                held_leases=held,
+                database=self.database,
+                older_than=max(self.interval * 2, ORPHAN_MIN_AGE),
             )
             return True
         except DatabaseError:

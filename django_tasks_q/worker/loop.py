@@ -91,6 +91,7 @@ class Worker:
             dead_worker_after=options.dead_worker_after,
             max_crashes=options.max_crashes,
             on_start=self._strays.own_current_thread,
+            held_leases=self._held_leases,
         )
         self._paused_for_heartbeat = False
         self._writer = DurableWriter(
@@ -369,6 +370,10 @@ class Worker:
         with self._running_lock:
             self._running[future] = claimed
         future.add_done_callback(self._on_done)
+
+    def _held_leases(self) -> set[uuid.UUID]:
+        with self._running_lock:
+            return {claimed.lease_token for claimed in self._running.values()}
 
     def _forward_cancel_requests(self) -> None:
         """Once per poll interval while tasks run, pass on cancel requests."""
