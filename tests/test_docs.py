@@ -479,11 +479,14 @@ def test_retrieving_results_examples(docs_worker: WorkerProcess) -> None:
 # workers.md
 
 
+@pytest.mark.django_db(transaction=True)
 def test_workers_examples() -> None:
     namespace = run_examples("workers.md")
 
     assert namespace["delays"] == [2.0, 4.0, 8.0, 16.0, 32.0]
     assert namespace["policy"].max_attempts == 6
+    assert namespace["cancelled"].err.error_code == ErrorCode.TASK_CANCELLED
+    assert TaskRow.objects.get(pk=namespace["export"].task_id).attempts == 0
 
 
 def _runworker_options() -> list[str]:

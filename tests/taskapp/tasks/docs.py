@@ -117,3 +117,14 @@ def divide(a: float, b: float) -> float:
 @task
 def remind(when: dt.datetime, order: Order, tags: tuple[str, ...]) -> Order:
     return order.model_copy(update={"items": [*order.items, *tags]})
+
+
+# workers.md
+
+
+@task
+def export_rows(count: int) -> int:
+    for _row in range(count):
+        current_task().raise_if_cancelled()
+        time.sleep(0.01)  # Export one row.
+    return count
