@@ -78,6 +78,7 @@ class TaskAdmin(ReadOnlyAdmin):
                     "claimed_at",
                     "started_at",
                     "finished_at",
+                    "cancel_requested_at",
                 ]
             },
         ),
@@ -87,6 +88,7 @@ class TaskAdmin(ReadOnlyAdmin):
                 "fields": [
                     "attempts",
                     "max_attempts",
+                    "crashes",
                     "timeout",
                     "worker_id",
                     "progress_display",
@@ -120,8 +122,10 @@ class TaskAdmin(ReadOnlyAdmin):
         "claimed_at",
         "started_at",
         "finished_at",
+        "cancel_requested_at",
         "attempts",
         "max_attempts",
+        "crashes",
         "timeout",
         "worker_id",
         "progress_display",

@@ -5,4 +5,4 @@ process and in every worker subprocess; each submodule belongs to one group
 of tests.
 """
 
-from . import api, docs, reference, reliability, worker  # noqa: F401
+from . import api, chaos, docs, reference, reliability, worker  # noqa: F401
