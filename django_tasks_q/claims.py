@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, UUIDField, Value, When
 from django.db.models.functions import Now
 
 from .codes import ErrorCode
@@ -72,7 +72,6 @@ def claim(
     their places in the batch go to the next ready tasks; so do tasks that
     were asked to cancel while running and then came back to the queue.
     """
-    token = new_lease_token()
     with transaction.atomic(using=database):
         rows = _lock_ready_rows(queues, limit, database)
         while any(_is_expired(row) or _is_cancelled(row) for row in rows):
@@ -82,9 +81,15 @@ def claim(
 
         if not rows:
             return []
-        Task.objects.using(database).filter(pk__in=[row.pk for row in rows]).update(
+        # Each attempt gets a token of its own, so that it can also serve as
+        # the attempt's idempotency key.
+        tokens = {row.pk: new_lease_token() for row in rows}
+        Task.objects.using(database).filter(pk__in=list(tokens)).update(
             status=TaskStatus.CLAIMED,
-            lease_token=token,
+            lease_token=Case(
+                *(When(pk=pk, then=Value(token)) for pk, token in tokens.items()),
+                output_field=UUIDField(),
+            ),
             worker_id=worker_id,
             claimed_at=Now(),
             attempts=F("attempts") + 1,
@@ -99,7 +104,7 @@ def claim(
             kwargs=row.kwargs,
             attempt=row.attempts + 1,
             max_attempts=row.max_attempts,
-            lease_token=token,
+            lease_token=tokens[row.pk],
             worker_id=worker_id,
             database=database,
             timeout=row.timeout,
@@ -263,19 +268,24 @@ def release(claimed: ClaimedTask) -> bool:
 
 
 def give_back(
-    claimed: ClaimedTask, reason: str, code: ErrorCode = ErrorCode.WORKER_STOPPED
+    claimed: ClaimedTask,
+    reason: str,
+    code: ErrorCode = ErrorCode.WORKER_STOPPED,
+    *,
+    claimable_in: float = 0.0,
 ) -> bool:
     """Return a RUNNING task to the queue, by default because its worker is
     stopping.
 
     The attempt counts, and is closed as interrupted with ``code`` and
-    ``reason``.
+    ``reason``. ``claimable_in`` seconds keep others from starting the task
+    while this process, whose thread still runs it, is on its way out.
     """
     error = TaskError(error_code=code, message=reason)
     with transaction.atomic(using=claimed.database):
         updated = claimed.fenced(TaskStatus.RUNNING).update(
             status=TaskStatus.PENDING,
-            run_after=Now(),
+            run_after=from_now(claimable_in) if claimable_in else Now(),
             lease_token=None,
             worker_id="",
             error_code=error.error_code,

@@ -20,6 +20,9 @@ logger = logging.getLogger("django_tasks_q.worker")
 #: claiming: others will soon rescue what it holds, so it must take no more.
 UNHEALTHY_SHARE = 0.75
 
+#: Seconds past two intervals after which a heartbeat counts as late.
+LATE_BEAT_SLACK = 0.5
+
 #: Seconds a task must have been claimed before its worker may judge it an
 #: orphan: a claim that just committed may not be registered yet.
 ORPHAN_MIN_AGE = 5.0
@@ -49,6 +52,7 @@ class HeartbeatThread(threading.Thread):
         self._held_leases = held_leases
         self._stopped = threading.Event()
         self._last_beat = time.monotonic()
+        self._rescue_after = 0.0
 
     @property
     def healthy(self) -> bool:
@@ -56,9 +60,10 @@ class HeartbeatThread(threading.Thread):
         silence = time.monotonic() - self._last_beat
         return silence < self.dead_worker_after * UNHEALTHY_SHARE
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
         self._stopped.set()
-        self.join(timeout=self.interval + 5)
+        if wait:
+            self.join(timeout=self.interval + 5)
 
     def run(self) -> None:
         self._on_start()
@@ -72,6 +77,31 @@ class HeartbeatThread(threading.Thread):
         finally:
             connections.close_all()
 
+    def _note_beat(self) -> None:
+        """Record a beat; after a late one, hold off rescuing for a while.
+
+        A beat comes late when this process was frozen, or the database
+        stalled or was unreachable. A stall of the database delays every
+        worker's beat alike, and the first to get through would see the
+        others' beats as stale and rescue the tasks of live workers. Holding
+        off for DEAD_WORKER_AFTER lets each live worker beat again first.
+        """
+        now = time.monotonic()
+        gap = now - self._last_beat
+        self._last_beat = now
+        if gap <= self.interval * 2 + LATE_BEAT_SLACK:
+            return
+
+        self._rescue_after = now + self.dead_worker_after
+        logger.warning(
+            "Worker id=%s beat %.1fs after its last beat; it rescues no task "
+            "for the next %gs, while the other workers catch up",
+            self.worker_id,
+            gap,
+            self.dead_worker_after,
+            extra={"action": "rescue_held_off", "worker_id": self.worker_id},
+        )
+
     def beat(self) -> bool:
         """Heartbeat, then sweep; ``False`` if the database did not answer."""
         try:
@@ -81,12 +111,13 @@ class HeartbeatThread(threading.Thread):
                     self.worker_id,
                     extra={"action": "worker_row_missing", "worker_id": self.worker_id},
                 )
-            self._last_beat = time.monotonic()
-            rescue_abandoned(
-                database=self.database,
-                dead_worker_after=self.dead_worker_after,
-                max_crashes=self.max_crashes,
-            )
+            self._note_beat()
+            if time.monotonic() >= self._rescue_after:
+                rescue_abandoned(
+                    database=self.database,
+                    dead_worker_after=self.dead_worker_after,
+                    max_crashes=self.max_crashes,
+                )
             # Snapshot the leases first: a task that ends meanwhile is no
             # longer held, and one claimed meanwhile is too recent to count.
             held = self._held_leases()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -38,6 +39,11 @@ logger = logging.getLogger("django_tasks_q.worker")
 def application_name(worker_id: str) -> str:
     """How the worker's PostgreSQL connections are named in pg_stat_activity."""
     return f"tasks-q worker {worker_id}"
+
+
+#: Seconds a task given back at the drain timeout stays unclaimable when its
+#: thread cannot be stopped: ample time for the process to exit.
+EXIT_GRACE = 2.0
 
 
 class WorkerIdInUse(TasksQError):
@@ -187,7 +193,9 @@ class Worker:
         self._release_unstarted()
         self._drain()
         self._pool.shutdown(wait=not self.abandoned_threads)
-        self._heartbeat.stop()
+        # With threads abandoned the process ends with os._exit() at once;
+        # an unfinished beat must not hold it up.
+        self._heartbeat.stop(wait=not self.abandoned_threads)
         self._strays.collect()
         self._strays.uninstall()
         self._labeller.uninstall()
@@ -231,9 +239,17 @@ class Worker:
         abandoned = 0
         for future in still_running:
             claimed = running[future]
-            if not self._pool.abort(claimed):
+            stopped = self._pool.abort(claimed)
+            if not stopped:
                 abandoned += 1
-            self._settle(claimed, "give back", lambda c: claims.give_back(c, reason))
+            # A thread runs the task on until the process exits, so another
+            # worker must not start it before then.
+            grace = 0.0 if stopped else EXIT_GRACE
+            self._settle(
+                claimed,
+                "give back",
+                functools.partial(claims.give_back, reason=reason, claimable_in=grace),
+            )
             logger.warning(
                 "Worker id=%s gave back task id=%s after the drain timeout",
                 self.id,
