@@ -1,0 +1,1 @@
+"""The chaos suite: real workers under faults, checked against the invariants."""
