@@ -899,7 +899,8 @@ def _count_log_events(report: Report, logs: Mapping[str, str]) -> None:
 def log_records(text: str) -> list[str]:
     """Split a worker's log into records, each with its traceback."""
     starts = [match.start() for match in _LOG_STAMP.finditer(text)]
-    return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+    ends = [*starts[1:], len(text)] if starts else []
+    return [text[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 def last_log_time(text: str) -> float | None:
