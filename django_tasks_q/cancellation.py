@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce, Now
 
 from .codes import ErrorCode
 from .models import Task
+from .notifications import notify_finished
 from .states import TaskStatus
 
 logger = logging.getLogger("django_tasks_q.cancellation")
@@ -37,7 +38,9 @@ def cancel(task_id: str, database: str) -> bool:
             error_message="The task was cancelled before it started.",
         )
         requested = 0
-        if not cancelled:
+        if cancelled:
+            notify_finished(database, [task_id])
+        else:
             requested = tasks.filter(status=TaskStatus.RUNNING).update(
                 cancel_requested_at=Coalesce("cancel_requested_at", Now())
             )

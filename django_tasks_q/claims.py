@@ -9,20 +9,30 @@ counted in ``fenced_out_writes``.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Case, F, UUIDField, Value, When
+from django.db import connections, transaction
+from django.db.models import (
+    Case,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    UUIDField,
+    Value,
+    When,
+)
 from django.db.models.functions import Now
 
 from .codes import ErrorCode
 from .dbclock import from_now
 from .ids import new_lease_token
 from .models import Task, TaskAttempt
+from .notifications import notify_finished
 from .results import TaskError
 from .states import AttemptOutcome, TaskStatus
 
@@ -72,6 +82,9 @@ def claim(
     their places in the batch go to the next ready tasks; so do tasks that
     were asked to cancel while running and then came back to the queue.
     """
+    if connections[database].vendor == "postgresql":
+        return _claim_on_postgresql(worker_id, queues, limit, database)
+
     with transaction.atomic(using=database):
         rows = _lock_ready_rows(queues, limit, database)
         while any(_is_expired(row) or _is_cancelled(row) for row in rows):
@@ -113,6 +126,122 @@ def claim(
     ]
 
 
+_POSTGRESQL_CLAIM = """
+WITH ready AS (
+    SELECT id FROM {table}
+    WHERE status = 'PENDING' AND queue = ANY(%s) AND run_after <= now()
+    ORDER BY priority DESC, run_after, id
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {table} AS task
+SET status = 'CLAIMED', lease_token = gen_random_uuid(), worker_id = %s,
+    claimed_at = now(), attempts = task.attempts + 1
+FROM ready
+WHERE task.id = ready.id
+RETURNING task.id, task.name, task.queue, task.args::text, task.kwargs::text,
+    task.attempts, task.max_attempts, task.lease_token, task.timeout,
+    task.good_until IS NOT NULL AND task.good_until <= now(),
+    task.cancel_requested_at IS NOT NULL
+"""
+
+
+def _claim_on_postgresql(
+    worker_id: str, queues: list[str], limit: int, database: str
+) -> list[ClaimedTask]:
+    """The claim as one statement, which the ORM cannot express: select and
+    lock the ready rows, and give each a lease of its own, in one round trip.
+    A task found expired or cancelled is ended at once instead of run."""
+    sql = _POSTGRESQL_CLAIM.format(table=Task._meta.db_table)
+    claimed: list[ClaimedTask] = []
+    while len(claimed) < limit:
+        with connections[database].cursor() as cursor:
+            cursor.execute(sql, [queues, limit - len(claimed), worker_id])
+            rows = cursor.fetchall()
+
+        ended = 0
+        for row in rows:
+            task = ClaimedTask(
+                id=row[0],
+                name=row[1],
+                queue=row[2],
+                args=json.loads(row[3]),
+                kwargs=json.loads(row[4]),
+                attempt=row[5],
+                max_attempts=row[6],
+                lease_token=row[7],
+                worker_id=worker_id,
+                database=database,
+                timeout=row[8],
+            )
+            expired, cancelled = row[9], row[10]
+            if expired:
+                _end_unstarted(
+                    task, TaskStatus.EXPIRED, ErrorCode.TASK_EXPIRED, _EXPIRED
+                )
+            elif cancelled:
+                _end_unstarted(
+                    task, TaskStatus.CANCELLED, ErrorCode.TASK_CANCELLED, _CAME_BACK
+                )
+            else:
+                claimed.append(task)
+                continue
+            ended += 1
+        # Places taken by tasks that could not run go to the next ready ones.
+        if not ended:
+            break
+    return claimed
+
+
+_EXPIRED = "The task was not started before its good_until deadline."
+_CAME_BACK = "The task was cancelled while it ran, then came back."
+
+
+def _end_unstarted(
+    claimed: ClaimedTask, status: TaskStatus, code: ErrorCode, message: str
+) -> None:
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(TaskStatus.CLAIMED).update(
+            status=status,
+            finished_at=Now(),
+            attempts=F("attempts") - 1,
+            error_code=code,
+            error_message=message,
+        )
+        if updated:
+            notify_finished(claimed.database, [claimed.id])
+    logger.info(
+        "Task id=%s ended %s before it started",
+        claimed.id,
+        status,
+        extra={"action": f"task_{status.lower()}", "task_id": str(claimed.id)},
+    )
+
+
+def seconds_until_next(*, queues: list[str], database: str) -> float | None:
+    """Seconds until the earliest pending task in ``queues`` comes due, on the
+    database clock; ``None`` when nothing is pending. One index probe per
+    queue, on ``tasks_q_schedule_idx``."""
+    waits = []
+    for queue in queues:
+        wait = (
+            Task.objects.using(database)
+            .pending()
+            .filter(queue=queue)
+            .order_by("run_after")
+            .annotate(
+                due_in=ExpressionWrapper(
+                    F("run_after") - Now(), output_field=DurationField()
+                )
+            )
+            .values_list("due_in", flat=True)
+            .first()
+        )
+        if wait is not None:
+            waits.append(wait.total_seconds())
+    return min(waits, default=None)
+
+
 def _lock_ready_rows(queues: list[str], limit: int, database: str) -> list[Task]:
     return list(
         Task.objects.using(database)
@@ -147,8 +276,9 @@ def _cancel_pending(task_ids: list[uuid.UUID], database: str) -> None:
         status=TaskStatus.CANCELLED,
         finished_at=Now(),
         error_code=ErrorCode.TASK_CANCELLED,
-        error_message="The task was cancelled while it ran, then came back.",
+        error_message=_CAME_BACK,
     )
+    notify_finished(database, task_ids)
 
 
 def _expire(task_ids: list[uuid.UUID], database: str) -> None:
@@ -156,8 +286,9 @@ def _expire(task_ids: list[uuid.UUID], database: str) -> None:
         status=TaskStatus.EXPIRED,
         finished_at=Now(),
         error_code=ErrorCode.TASK_EXPIRED,
-        error_message="The task was not started before its good_until deadline.",
+        error_message=_EXPIRED,
     )
+    notify_finished(database, task_ids)
     for task_id in task_ids:
         logger.info(
             "Task id=%s expired before it started",
@@ -184,8 +315,42 @@ def _fenced_out(claimed: ClaimedTask, write: str) -> None:
     )
 
 
+_POSTGRESQL_START = """
+WITH started AS (
+    UPDATE {task_table}
+    SET status = 'RUNNING', started_at = now(), progress = NULL
+    WHERE id = %s AND status = 'CLAIMED' AND lease_token = %s
+    RETURNING id
+)
+INSERT INTO {attempt_table} (task_id, number, worker_id, lease_token, outcome,
+    started_at, error_code, error_message, exception_type, traceback)
+SELECT id, %s, %s, %s, 'RUNNING', now(), '', '', '', '' FROM started
+"""
+
+
 def start(claimed: ClaimedTask) -> bool:
     """Move a claimed task to RUNNING and open its attempt row."""
+    if connections[claimed.database].vendor == "postgresql":
+        # One statement, so the task starts one round trip after its claim.
+        sql = _POSTGRESQL_START.format(
+            task_table=Task._meta.db_table, attempt_table=TaskAttempt._meta.db_table
+        )
+        with connections[claimed.database].cursor() as cursor:
+            cursor.execute(
+                sql,
+                [
+                    claimed.id,
+                    claimed.lease_token,
+                    claimed.attempt,
+                    claimed.worker_id,
+                    claimed.lease_token,
+                ],
+            )
+            updated = cursor.rowcount
+        if not updated:
+            _fenced_out(claimed, "start")
+        return bool(updated)
+
     with transaction.atomic(using=claimed.database):
         updated = claimed.fenced(TaskStatus.CLAIMED).update(
             status=TaskStatus.RUNNING, started_at=Now(), progress=None
@@ -217,6 +382,7 @@ def complete(claimed: ClaimedTask, result: Any) -> bool:
         )
         if updated:
             _close_attempt(claimed, AttemptOutcome.COMPLETED, None)
+            notify_finished(claimed.database, [claimed.id])
     if not updated:
         _fenced_out(claimed, "complete")
     return bool(updated)
@@ -248,6 +414,8 @@ def fail(claimed: ClaimedTask, error: TaskError, retry_in: float | None) -> bool
         updated = claimed.fenced(TaskStatus.RUNNING).update(**changes, **error_fields)
         if updated:
             _close_attempt(claimed, AttemptOutcome.FAILED, error)
+            if retry_in is None:
+                notify_finished(claimed.database, [claimed.id])
     if not updated:
         _fenced_out(claimed, "fail")
     return bool(updated)
@@ -310,6 +478,7 @@ def cancel_running(claimed: ClaimedTask, message: str) -> bool:
         )
         if updated:
             _close_attempt(claimed, AttemptOutcome.CANCELLED, error)
+            notify_finished(claimed.database, [claimed.id])
     if not updated:
         _fenced_out(claimed, "cancel")
     return bool(updated)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -74,18 +75,23 @@ class TaskHandle(Generic[T]):
             return self._not_committed()
 
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
-        waiter = result_waiter()
-        while True:
-            row = self._fetch()
-            if row is None:
-                return self._not_found()
-            if row.status in TaskStatus.finished():
-                return self._finish(row)
+        row = self._fetch()
+        if row is None or row.status in TaskStatus.finished() or timeout_ms == 0:
+            return self._conclude(row, timeout_ms)
 
-            remaining = _remaining(deadline)
-            if remaining <= 0:
-                return self._wait_timeout(timeout_ms)
-            waiter.wait(self.task_id, remaining)
+        waiter = result_waiter(self.task_id)
+        try:
+            while True:
+                # Read again once subscribed: nothing announced is missed.
+                row = self._fetch()
+                if row is None or row.status in TaskStatus.finished():
+                    return self._conclude(row, timeout_ms)
+                remaining = _remaining(deadline)
+                if remaining <= 0:
+                    return self._wait_timeout(timeout_ms)
+                waiter.wait(remaining)
+        finally:
+            waiter.close()
 
     async def get_async(
         self, timeout_ms: int | None = None
@@ -97,18 +103,25 @@ class TaskHandle(Generic[T]):
             return self._not_committed()
 
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
-        waiter = result_waiter()
-        while True:
-            row = await sync_to_async(self._fetch)()
-            if row is None:
-                return self._not_found()
-            if row.status in TaskStatus.finished():
-                return self._finish(row)
+        row = await sync_to_async(self._fetch)()
+        if row is None or row.status in TaskStatus.finished() or timeout_ms == 0:
+            return self._conclude(row, timeout_ms)
 
-            remaining = _remaining(deadline)
-            if remaining <= 0:
-                return self._wait_timeout(timeout_ms)
-            await waiter.wait_async(self.task_id, remaining)
+        # Opening the listening connection may block: not on the loop.
+        waiter = await sync_to_async(result_waiter, thread_sensitive=False)(
+            self.task_id, asyncio.get_running_loop()
+        )
+        try:
+            while True:
+                row = await sync_to_async(self._fetch)()
+                if row is None or row.status in TaskStatus.finished():
+                    return self._conclude(row, timeout_ms)
+                remaining = _remaining(deadline)
+                if remaining <= 0:
+                    return self._wait_timeout(timeout_ms)
+                await waiter.wait_async(remaining)
+        finally:
+            waiter.close()
 
     def cancel(self) -> bool:
         """Cancel the task.
@@ -200,6 +213,16 @@ class TaskHandle(Generic[T]):
             .only(*_RESULT_FIELDS)
             .first()
         )
+
+    def _conclude(
+        self, row: TaskRow | None, timeout_ms: int | None
+    ) -> TaskResult[T, TaskError]:
+        """The answer for ``row``: not found, finished, or not finished yet."""
+        if row is None:
+            return self._not_found()
+        if row.status in TaskStatus.finished():
+            return self._finish(row)
+        return self._wait_timeout(timeout_ms)
 
     def _finish(self, row: TaskRow) -> TaskResult[T, TaskError]:
         self._result = self._to_result(row)

@@ -23,6 +23,7 @@ from .codes import ErrorCode
 from .dbclock import ago, from_now
 from .models import Task, TaskAttempt
 from .models import Worker as WorkerRow
+from .notifications import notify_finished
 from .registry import registry
 from .states import AttemptOutcome, TaskStatus
 
@@ -247,6 +248,7 @@ def _rescue(task: Task, database: str, max_crashes: int, cause: str) -> Rescue:
         fenced.update(
             status=TaskStatus.FAILED, finished_at=Now(), crashes=crashes, **error
         )
+        notify_finished(database, [task.pk])
         status = TaskStatus.FAILED
 
     TaskAttempt.objects.using(database).filter(

@@ -86,6 +86,14 @@ class Task(models.Model):
                 name="tasks_q_claim_idx",
                 condition=Q(status="PENDING"),
             ),
+            # Serves a worker's look for the next scheduled task of a queue,
+            # so it can sleep until then: one index probe per queue.
+            models.Index(
+                F("queue"),
+                F("run_after"),
+                name="tasks_q_schedule_idx",
+                condition=Q(status="PENDING"),
+            ),
             # Serves the rescue sweep: tasks held by some worker, by worker.
             models.Index(
                 fields=["worker_id"],

@@ -22,6 +22,7 @@ from .conf import PRIORITY_RANGE, get_settings, is_valid_priority, is_valid_queu
 from .dbclock import from_now
 from .exceptions import TaskSendError
 from .handle import TaskHandle
+from .notifications import notifications_enabled, notify_sent
 from .registry import registry
 from .serialization import SerializationError, encode
 
@@ -235,6 +236,8 @@ def send_calls(
 
     database = get_settings().database
     _insert(task, rows, database)
+    if notifications_enabled(database):
+        _notify(task, options.queue, database)
 
     handles: list[TaskHandle[Any]] = [
         TaskHandle(str(row.id), task_name=task.name) for row in rows
@@ -270,6 +273,30 @@ def _insert(task: BaseTask[Any, Any], rows: list[TaskRow], database: str) -> Non
             task_name=task.name,
             retryable=retryable,
         ) from exc
+
+
+def _notify(task: BaseTask[Any, Any], queue: str, database: str) -> None:
+    """Wake the queue's workers once the rows are visible."""
+    try:
+        notify_sent(database, [queue])
+    except DatabaseError as exc:
+        if connections[database].in_atomic_block:
+            # The failed statement dooms the transaction that holds the rows.
+            raise TaskSendError(
+                ErrorCode.ENQUEUE_FAILED,
+                f"Task {task.name!r} could not be announced to workers: {exc}",
+                task_name=task.name,
+                retryable=isinstance(exc, OperationalError | InterfaceError),
+            ) from exc
+        # The rows are committed; only a wake-up is lost, and the workers'
+        # poll finds them anyway.
+        logger.warning(
+            "Task name=%s was sent, but its queue %r could not be notified: %s",
+            task.name,
+            queue,
+            exc,
+            extra={"action": "notify_failed", "task_name": task.name},
+        )
 
 
 def _track_commit(handles: list[TaskHandle[Any]], database: str) -> None:

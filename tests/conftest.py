@@ -8,12 +8,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
 from django.conf import settings
 from django.db import connection
 
+from django_tasks_q import notifications
 from tests.helpers import RunWorker, StartWorker, WorkerProcess
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -39,6 +41,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     test_path = database["TEST"]["NAME"]
     for suffix in ("-wal", "-shm"):
         Path(f"{test_path}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def release_test_database(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[None]:
+    """Close what still uses the PostgreSQL test database before it is
+    dropped: the result waiters' listening connection, and connections left
+    in threads that ``get_async()`` ran queries on (asgiref's executor)."""
+    yield
+    notifications.close_result_listeners()
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from .heartbeat import HeartbeatThread
 from .persistence import DurableWriter
 from .pools import TaskPool, ThreadPool
 from .prefork import PreforkPool
+from .wakeups import Wakeups
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -80,7 +81,9 @@ class Worker:
         self.options = options
         self.id = options.worker_id
         self.stopping = threading.Event()
-        self._wakeup = threading.Event()
+        self._wakeups = Wakeups(
+            worker_id=self.id, database=options.database, queues=options.queues
+        )
         self._running: dict[Future[None], ClaimedTask] = {}
         self._running_lock = threading.Lock()
         self._claimed_total = 0
@@ -134,6 +137,7 @@ class Worker:
         self._strays.install()
         self._heartbeat.start()
         self._pool.start()
+        self._wakeups.start()
         try:
             self._loop()
         finally:
@@ -143,7 +147,7 @@ class Worker:
         """Stop claiming; ``run()`` returns once running tasks have finished or
         the drain timeout has given them back."""
         self.stopping.set()
-        self._wakeup.set()
+        self._wakeups.wake()
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -190,6 +194,7 @@ class Worker:
         )
 
     def _shut_down(self) -> None:
+        self._wakeups.stop()
         self._release_unstarted()
         self._drain()
         self._pool.shutdown(wait=not self.abandoned_threads)
@@ -291,7 +296,7 @@ class Worker:
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
-            self._wakeup.clear()
+            self._wakeups.clear()
             free_slots = self._free_slots()
             claimed = self._claim(free_slots) if free_slots else []
             for claimed_task in claimed:
@@ -315,10 +320,32 @@ class Worker:
                 break
 
             # A full batch means more may be waiting: claim again at once
-            # when a slot frees up; otherwise wait for the next poll.
+            # when a slot frees up; otherwise sleep until a notification, a
+            # finished task, the next scheduled task or the next poll.
             if free_slots and len(claimed) == free_slots and self._free_slots():
                 continue
-            self._wakeup.wait(self.options.poll_interval)
+            ran_dry = bool(free_slots) and len(claimed) < free_slots
+            self._wakeups.wait(self._next_wait(ran_dry))
+
+    def _next_wait(self, ran_dry: bool) -> float:
+        """Seconds until the next claim pass, at most the poll interval.
+
+        When the queue ran dry, the earliest scheduled task (a delayed send,
+        a retry's backoff) may come due sooner; wake up right on time for it.
+        """
+        poll = self.options.poll_interval
+        if not ran_dry:
+            return poll
+        try:
+            due_in = claims.seconds_until_next(
+                queues=self.options.queues, database=self.options.database
+            )
+        except DatabaseError:
+            drop_broken_connections()
+            return poll
+        if due_in is None:
+            return poll
+        return min(max(due_in, 0.0), poll)
 
     def _free_slots(self) -> int:
         if not self._heartbeat_healthy():
@@ -434,4 +461,4 @@ class Worker:
     def _on_done(self, future: Future[None]) -> None:
         with self._running_lock:
             self._running.pop(future, None)
-        self._wakeup.set()
+        self._wakeups.wake()

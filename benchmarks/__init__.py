@@ -1,0 +1,1 @@
+"""Benchmarks of django-tasks-q; each module is one command (see README)."""

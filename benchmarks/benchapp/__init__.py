@@ -1,0 +1,1 @@
+"""The tasks the benchmarks send."""

@@ -1,0 +1,271 @@
+"""How fast an idle worker picks a task up, and how fast ``get()`` hears back.
+
+Usage::
+
+    python benchmarks/latency.py                    # SQLite
+    DATABASE_URL=postgres://user:password@localhost/db python benchmarks/latency.py
+
+One ``runworker`` process (threads, concurrency 4) waits on a fresh database
+of its own (``tasksq_bench_latency`` on the server of ``DATABASE_URL``, or a
+temporary SQLite file). Tasks are sent one at a time, each after the last
+one's ``get()`` returned, so the worker is idle at every send. For each task:
+
+- send-to-start: from the moment ``send()`` returned (the row is committed)
+  to the ``started_at`` the worker stored;
+- finish-to-get: from the ``finished_at`` the worker stored to the moment
+  ``get()`` returned.
+
+Both use the one clock of this host (PostgreSQL's ``now()`` and Python's
+``time.time()`` read the same system clock). On PostgreSQL the run is done
+with ``LISTEN`` on, then off (pure polling at ``POLL_INTERVAL`` = 1 s), and
+``schedule(1)`` is timed from the send to the start. The table goes to
+standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+BENCH_DATABASE = "tasksq_bench_latency"
+
+# Targets of the notifications work, on the 2-core development machine.
+TARGETS = {
+    "send-to-start, LISTEN": "p50 < 2.5 ms, p99 < 4 ms",
+    "finish-to-get, LISTEN": "p50 < 5 ms",
+    "schedule(1): send-to-start": "1.00 to 1.05 s",
+}
+
+
+@dataclass
+class Series:
+    name: str
+    unit: str
+    values: list[float]
+
+    def row(self) -> list[str]:
+        scale = 1000 if self.unit == "ms" else 1
+        cuts = statistics.quantiles(self.values, n=100, method="inclusive")
+        figures = [cuts[49], cuts[94], cuts[98], max(self.values)]
+        precision = 2 if self.unit == "ms" else 3
+        return [
+            self.name,
+            str(len(self.values)),
+            *(f"{value * scale:.{precision}f} {self.unit}" for value in figures),
+            TARGETS.get(self.name, ""),
+        ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _parse(argv)
+    postgres = bool(os.environ.get("DATABASE_URL"))
+
+    with _fresh_database(postgres) as environment:
+        os.environ.update(environment)
+        _set_up_django()
+
+        series: list[Series] = []
+        modes = [True, False] if postgres else [False]
+        for listen in modes:
+            count = options.tasks if listen or not postgres else options.polling_tasks
+            label = "LISTEN" if listen else "polling"
+            with _worker(environment, listen):
+                starts, gets = _one_at_a_time(count, listen)
+                series += [
+                    Series(f"send-to-start, {label}", "ms", starts),
+                    Series(f"finish-to-get, {label}", "ms", gets),
+                ]
+                if listen:
+                    delays = _scheduled(options.scheduled)
+                    series.append(Series("schedule(1): send-to-start", "s", delays))
+
+        print(_header(postgres))
+        print(_table(series))
+    return 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure pick-up and result latency of an idle worker.",
+        epilog="PostgreSQL when DATABASE_URL is set, else SQLite.",
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=500, help="Tasks sent with LISTEN on (500)."
+    )
+    parser.add_argument(
+        "--polling-tasks",
+        type=int,
+        default=100,
+        help="Tasks sent with LISTEN off, each waiting up to a 1 s poll (100).",
+    )
+    parser.add_argument(
+        "--scheduled", type=int, default=20, help="schedule(1) sends timed (20)."
+    )
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _fresh_database(postgres: bool) -> Iterator[dict[str, str]]:
+    """Create an empty database for the run, and drop it afterwards."""
+    environment = {
+        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+        "PYTHONPATH": os.pathsep.join([str(REPO_DIR), str(REPO_DIR / "testproject")]),
+    }
+    if not postgres:
+        with tempfile.TemporaryDirectory() as folder:
+            environment["TASKS_Q_SQLITE_PATH"] = str(Path(folder) / "bench.sqlite3")
+            yield environment
+        return
+
+    import psycopg
+
+    sys.path[:0] = [str(REPO_DIR), str(REPO_DIR / "testproject")]
+    from testproject.database_url import parse_database_url
+
+    settings = parse_database_url(os.environ["DATABASE_URL"])
+    server = psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    )
+    server.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
+    server.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    environment["BENCH_DATABASE_NAME"] = BENCH_DATABASE
+    try:
+        yield environment
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        server.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+        server.close()
+
+
+def _set_up_django() -> None:
+    sys.path[:0] = [str(REPO_DIR), str(REPO_DIR / "testproject")]
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+@contextlib.contextmanager
+def _worker(environment: dict[str, str], listen: bool) -> Iterator[None]:
+    from django.db import connections
+    from django.test import override_settings
+
+    from django_tasks_q.models import Worker
+
+    settings = {"LISTEN": listen}
+    env = {**os.environ, **environment, "TASKS_Q_BENCH": json.dumps(settings)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "runworker", "--concurrency", "4", "-v", "0"],
+        env=env,
+        cwd=REPO_DIR,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Worker.objects.filter(pid=process.pid).exists():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("The benchmark worker did not start.")
+            time.sleep(0.05)
+        time.sleep(1)  # Its first claim pass is over: it is idle.
+        with override_settings(TASKS_Q=settings):
+            yield
+    finally:
+        process.terminate()
+        process.wait(30)
+        connections.close_all()
+
+
+def _one_at_a_time(count: int, listen: bool) -> tuple[list[float], list[float]]:
+    from benchmarks.benchapp.tasks import noop
+    from django_tasks_q.models import Task
+
+    starts, gets = [], []
+    for _ in range(count):
+        handle = noop.send()
+        committed_at = time.time()
+        result = handle.get(timeout_ms=10_000)
+        got_at = time.time()
+        if result.is_err():
+            raise RuntimeError(f"A benchmark task failed: {result.err}")
+
+        started, finished = Task.objects.values_list("started_at", "finished_at").get(
+            pk=handle.task_id
+        )
+        starts.append(started.timestamp() - committed_at)
+        gets.append(got_at - finished.timestamp())
+        time.sleep(0.01)  # Let the worker go back to sleep.
+    return starts, gets
+
+
+def _scheduled(count: int) -> list[float]:
+    from benchmarks.benchapp.tasks import noop
+    from django_tasks_q.models import Task
+
+    delays = []
+    for _ in range(count):
+        handle = noop.schedule(1)
+        committed_at = time.time()
+        handle.get(timeout_ms=10_000)
+        started = Task.objects.values_list("started_at", flat=True).get(
+            pk=handle.task_id
+        )
+        delays.append(started.timestamp() - committed_at)
+    return delays
+
+
+def _header(postgres: bool) -> str:
+    from django.db import connection
+
+    lines = [f"Database: {connection.vendor}"]
+    if postgres:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            version = cursor.fetchone()
+            cursor.execute("SHOW fsync")
+            fsync = cursor.fetchone()
+            cursor.execute("SHOW synchronous_commit")
+            synchronous_commit = cursor.fetchone()
+        assert version and fsync and synchronous_commit
+        lines[0] += (
+            f" {version[0]} (fsync={fsync[0]}, "
+            f"synchronous_commit={synchronous_commit[0]})"
+        )
+    lines.append(f"CPUs: {os.cpu_count()}, Python {sys.version.split()[0]}")
+    return "\n".join(lines) + "\n"
+
+
+def _table(series: list[Series]) -> str:
+    header = ["Measure", "n", "p50", "p95", "p99", "max", "Target"]
+    rows: list[Any] = [header, *(item.row() for item in series)]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = []
+    for number, row in enumerate(rows):
+        lines.append(
+            " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
+        )
+        if number == 0:
+            lines.append("-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
