@@ -207,11 +207,11 @@ def _one_at_a_time(count: int, listen: bool) -> tuple[list[float], list[float]]:
         if result.is_err():
             raise RuntimeError(f"A benchmark task failed: {result.err}")
 
-        started, finished = Task.objects.values_list("started_at", "finished_at").get(
-            pk=handle.task_id
-        )
-        starts.append(started.timestamp() - committed_at)
-        gets.append(got_at - finished.timestamp())
+        row = Task.objects.get(pk=handle.task_id)
+        assert row.started_at is not None
+        assert row.finished_at is not None
+        starts.append(row.started_at.timestamp() - committed_at)
+        gets.append(got_at - row.finished_at.timestamp())
         time.sleep(0.01)  # Let the worker go back to sleep.
     return starts, gets
 
@@ -225,9 +225,8 @@ def _scheduled(count: int) -> list[float]:
         handle = noop.schedule(1)
         committed_at = time.time()
         handle.get(timeout_ms=10_000)
-        started = Task.objects.values_list("started_at", flat=True).get(
-            pk=handle.task_id
-        )
+        started = Task.objects.get(pk=handle.task_id).started_at
+        assert started is not None
         delays.append(started.timestamp() - committed_at)
     return delays
 
@@ -237,20 +236,24 @@ def _header(postgres: bool) -> str:
 
     lines = [f"Database: {connection.vendor}"]
     if postgres:
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            version = cursor.fetchone()
-            cursor.execute("SHOW fsync")
-            fsync = cursor.fetchone()
-            cursor.execute("SHOW synchronous_commit")
-            synchronous_commit = cursor.fetchone()
-        assert version and fsync and synchronous_commit
+        version, fsync, synchronous_commit = (
+            _show(setting)
+            for setting in ("server_version", "fsync", "synchronous_commit")
+        )
         lines[0] += (
-            f" {version[0]} (fsync={fsync[0]}, "
-            f"synchronous_commit={synchronous_commit[0]})"
+            f" {version} (fsync={fsync}, synchronous_commit={synchronous_commit})"
         )
     lines.append(f"CPUs: {os.cpu_count()}, Python {sys.version.split()[0]}")
     return "\n".join(lines) + "\n"
+
+
+def _show(setting: str) -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SHOW {setting}")
+        (value,) = cursor.fetchone()
+    return str(value)
 
 
 def _table(series: list[Series]) -> str:
@@ -260,7 +263,9 @@ def _table(series: list[Series]) -> str:
     lines = []
     for number, row in enumerate(rows):
         lines.append(
-            " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
+            " | ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            )
         )
         if number == 0:
             lines.append("-+-".join("-" * width for width in widths))
