@@ -88,8 +88,20 @@ def claim(
     with transaction.atomic(using=database):
         rows = _lock_ready_rows(queues, limit, database)
         while any(_is_expired(row) or _is_cancelled(row) for row in rows):
-            _expire([row.pk for row in rows if _is_expired(row)], database)
-            _cancel_pending([row.pk for row in rows if _is_cancelled(row)], database)
+            _end_before_start(
+                [row.pk for row in rows if _is_expired(row)],
+                TaskStatus.EXPIRED,
+                ErrorCode.TASK_EXPIRED,
+                _EXPIRED,
+                database,
+            )
+            _end_before_start(
+                [row.pk for row in rows if _is_cancelled(row)],
+                TaskStatus.CANCELLED,
+                ErrorCode.TASK_CANCELLED,
+                _CAME_BACK,
+                database,
+            )
             rows = _lock_ready_rows(queues, limit, database)
 
         if not rows:
@@ -271,29 +283,26 @@ def _is_cancelled(row: Any) -> bool:
     return row.cancel_requested_at is not None and not _is_expired(row)
 
 
-def _cancel_pending(task_ids: list[uuid.UUID], database: str) -> None:
+def _end_before_start(
+    task_ids: list[uuid.UUID],
+    status: TaskStatus,
+    code: ErrorCode,
+    message: str,
+    database: str,
+) -> None:
+    """End locked ready tasks that must not run: expired or cancelled."""
+    if not task_ids:
+        return
     Task.objects.using(database).filter(pk__in=task_ids).update(
-        status=TaskStatus.CANCELLED,
-        finished_at=Now(),
-        error_code=ErrorCode.TASK_CANCELLED,
-        error_message=_CAME_BACK,
-    )
-    notify_finished(database, task_ids)
-
-
-def _expire(task_ids: list[uuid.UUID], database: str) -> None:
-    Task.objects.using(database).filter(pk__in=task_ids).update(
-        status=TaskStatus.EXPIRED,
-        finished_at=Now(),
-        error_code=ErrorCode.TASK_EXPIRED,
-        error_message=_EXPIRED,
+        status=status, finished_at=Now(), error_code=code, error_message=message
     )
     notify_finished(database, task_ids)
     for task_id in task_ids:
         logger.info(
-            "Task id=%s expired before it started",
+            "Task id=%s ended %s before it started",
             task_id,
-            extra={"action": "task_expired", "task_id": str(task_id)},
+            status,
+            extra={"action": f"task_{status.lower()}", "task_id": str(task_id)},
         )
 
 

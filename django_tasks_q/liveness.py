@@ -103,6 +103,28 @@ def rescue_abandoned(
     return rescues
 
 
+#: What undoes a claim that never started: the attempt it counted, too.
+_UNCLAIMED: dict[str, Any] = {"claimed_at": None, "attempts": F("attempts") - 1}
+
+
+def _back_to_queue() -> dict[str, Any]:
+    """The fields that return a held task to the queue, claimable at once."""
+    return {
+        "status": TaskStatus.PENDING,
+        "lease_token": None,
+        "worker_id": "",
+        "run_after": Now(),
+    }
+
+
+def _fenced(task: Task, database: str) -> Any:
+    """The rows an UPDATE about ``task`` may change: only while it still has
+    the status and the lease it was read with."""
+    return Task.objects.using(database).filter(
+        pk=task.pk, status=task.status, lease_token=task.lease_token
+    )
+
+
 def release_orphans(
     *,
     worker_id: str,
@@ -137,21 +159,11 @@ def release_orphans(
     released = 0
     for task in orphans:
         with transaction.atomic(using=database):
-            fenced = Task.objects.using(database).filter(
-                pk=task.pk, status=task.status, lease_token=task.lease_token
-            )
-            back_to_queue: dict[str, Any] = {
-                "status": TaskStatus.PENDING,
-                "lease_token": None,
-                "worker_id": "",
-                "run_after": Now(),
-            }
+            fenced = _fenced(task, database)
             if task.status == TaskStatus.CLAIMED:
-                updated = fenced.update(
-                    **back_to_queue, claimed_at=None, attempts=F("attempts") - 1
-                )
+                updated = fenced.update(**_UNCLAIMED, **_back_to_queue())
             else:
-                updated = fenced.update(**back_to_queue, **error)
+                updated = fenced.update(**_back_to_queue(), **error)
                 TaskAttempt.objects.using(database).filter(
                     task_id=task.pk, number=task.attempts
                 ).update(outcome=AttemptOutcome.INTERRUPTED, finished_at=Now(), **error)
@@ -215,19 +227,12 @@ def record_crash(
 def _rescue(task: Task, database: str, max_crashes: int, cause: str) -> Rescue:
     # The row is locked, but the update stays fenced like every other write:
     # it applies only to the lease the dead worker held.
-    fenced = Task.objects.using(database).filter(
-        pk=task.pk, status=task.status, lease_token=task.lease_token
-    )
-    back_to_queue: dict[str, Any] = {
-        "status": TaskStatus.PENDING,
-        "lease_token": None,
-        "worker_id": "",
-        "run_after": Now(),
-    }
+    fenced = _fenced(task, database)
+    back_to_queue = _back_to_queue()
 
     if task.status == TaskStatus.CLAIMED:
         # Never started, so it could not have killed its worker.
-        fenced.update(**back_to_queue, claimed_at=None, attempts=F("attempts") - 1)
+        fenced.update(**back_to_queue, **_UNCLAIMED)
         return Rescue(str(task.pk), task.worker_id, TaskStatus.PENDING, task.crashes)
 
     crashes = task.crashes + 1
