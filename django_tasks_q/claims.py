@@ -230,10 +230,32 @@ def _end_unstarted(
     )
 
 
+_POSTGRESQL_NEXT_DUE = """
+SELECT EXTRACT(EPOCH FROM MIN(next.run_after) - now())
+FROM unnest(%s::text[]) AS queue_name,
+LATERAL (
+    SELECT run_after FROM {table}
+    WHERE status = 'PENDING' AND queue = queue_name
+    ORDER BY run_after
+    LIMIT 1
+) AS next
+"""
+
+
 def seconds_until_next(*, queues: list[str], database: str) -> float | None:
     """Seconds until the earliest pending task in ``queues`` comes due, on the
     database clock; ``None`` when nothing is pending. One index probe per
     queue, on ``tasks_q_schedule_idx``."""
+    if connections[database].vendor == "postgresql":
+        # Raw SQL: it runs while a just-claimed task is starting on another
+        # thread, and the ORM's Python would hold the GIL it needs.
+        with connections[database].cursor() as cursor:
+            cursor.execute(
+                _POSTGRESQL_NEXT_DUE.format(table=Task._meta.db_table), [queues]
+            )
+            (seconds,) = cursor.fetchone()
+        return None if seconds is None else float(seconds)
+
     waits = []
     for queue in queues:
         wait = (

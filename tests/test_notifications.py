@@ -19,6 +19,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
+from django_tasks_q import claims
 from django_tasks_q.models import Task
 from django_tasks_q.notifications import (
     FINISHED_CHANNEL,
@@ -244,3 +245,16 @@ def test_without_listen_everything_is_still_processed_by_polling(
     assert [r.unwrap() for r in results] == [n + 1 for n in range(20)]
     assert "polls for new tasks" in worker.output()
     assert "listens for new tasks" not in worker.output()
+
+
+def test_a_worker_knows_when_the_next_scheduled_task_comes_due() -> None:
+    queues = ["default", "emails"]
+    assert claims.seconds_until_next(queues=queues, database="default") is None
+
+    add.schedule(30, 1, 1)
+    add.using(queue="emails").schedule(10, 2, 2)
+    add.using(queue="elsewhere").schedule(1, 3, 3)
+
+    due_in = claims.seconds_until_next(queues=queues, database="default")
+    assert due_in is not None
+    assert 8 < due_in <= 10
