@@ -32,7 +32,7 @@ from .codes import ErrorCode
 from .dbclock import from_now
 from .ids import new_lease_token
 from .models import Task, TaskAttempt
-from .notifications import notify_finished
+from .notifications import FINISHED_CHANNEL, notifications_enabled, notify_finished
 from .results import TaskError
 from .states import AttemptOutcome, TaskStatus
 
@@ -63,6 +63,14 @@ class ClaimedTask:
     database: str
     #: Seconds one attempt may run, from ``@task(timeout=...)``.
     timeout: float | None = None
+    #: Whether the claim also started the attempt (status RUNNING, attempt row
+    #: open), or left the start to ``start()`` (status CLAIMED).
+    started: bool = False
+
+    @property
+    def held_status(self) -> TaskStatus:
+        """The status the task has while this worker holds it unfinished."""
+        return TaskStatus.RUNNING if self.started else TaskStatus.CLAIMED
 
     def fenced(self, status: TaskStatus) -> Any:
         """The queryset an UPDATE about this attempt must go through."""
@@ -72,9 +80,19 @@ class ClaimedTask:
 
 
 def claim(
-    *, worker_id: str, queues: list[str], limit: int, database: str
+    *,
+    worker_id: str,
+    queues: list[str],
+    limit: int,
+    database: str,
+    start: bool = False,
 ) -> list[ClaimedTask]:
     """Claim up to ``limit`` ready tasks in one short transaction.
+
+    With ``start`` the claim also starts each attempt (RUNNING, attempt row
+    opened), for a worker that has a free slot for every task it claims: the
+    start then costs no statement of its own. Without, the tasks are CLAIMED
+    and ``start()`` starts each one.
 
     ``SKIP LOCKED`` lets concurrent workers claim disjoint rows without
     waiting on each other; on SQLite the IMMEDIATE transaction serializes
@@ -83,7 +101,7 @@ def claim(
     were asked to cancel while running and then came back to the queue.
     """
     if connections[database].vendor == "postgresql":
-        return _claim_on_postgresql(worker_id, queues, limit, database)
+        return _claim_on_postgresql(worker_id, queues, limit, database, start)
 
     with transaction.atomic(using=database):
         rows = _lock_ready_rows(queues, limit, database)
@@ -109,8 +127,13 @@ def claim(
         # Each attempt gets a token of its own, so that it can also serve as
         # the attempt's idempotency key.
         tokens = {row.pk: new_lease_token() for row in rows}
+        started: dict[str, Any] = (
+            {"status": TaskStatus.RUNNING, "started_at": Now(), "progress": None}
+            if start
+            else {"status": TaskStatus.CLAIMED}
+        )
         Task.objects.using(database).filter(pk__in=list(tokens)).update(
-            status=TaskStatus.CLAIMED,
+            **started,
             lease_token=Case(
                 *(When(pk=pk, then=Value(token)) for pk, token in tokens.items()),
                 output_field=UUIDField(),
@@ -119,6 +142,16 @@ def claim(
             claimed_at=Now(),
             attempts=F("attempts") + 1,
         )
+        if start:
+            TaskAttempt.objects.using(database).bulk_create(
+                TaskAttempt(
+                    task_id=row.pk,
+                    number=row.attempts + 1,
+                    worker_id=worker_id,
+                    lease_token=tokens[row.pk],
+                )
+                for row in rows
+            )
 
     return [
         ClaimedTask(
@@ -133,42 +166,104 @@ def claim(
             worker_id=worker_id,
             database=database,
             timeout=row.timeout,
+            started=start,
         )
         for row in rows
     ]
 
 
-_POSTGRESQL_CLAIM = """
+# One ordered walk of tasks_q_claim_idx per queue, which stops after n rows:
+# a plain "queue = ANY(...)" cannot use the index order and would sort every
+# pending row. The rows locked beyond the n claimed are unlocked at commit.
+_POSTGRESQL_READY = """
 WITH ready AS (
-    SELECT id FROM {table}
-    WHERE status = 'PENDING' AND queue = ANY(%s) AND run_after <= now()
-    ORDER BY priority DESC, run_after, id
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {table} AS task
-SET status = 'CLAIMED', lease_token = gen_random_uuid(), worker_id = %s,
-    claimed_at = now(), attempts = task.attempts + 1
+    SELECT candidate.id
+    FROM unnest(%(queues)s::text[]) AS queue_name,
+    LATERAL (
+        SELECT id, priority, run_after FROM {task_table}
+        WHERE status = 'PENDING' AND queue = queue_name AND run_after <= now()
+        ORDER BY priority DESC, run_after, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority DESC, candidate.run_after, candidate.id
+    LIMIT %(limit)s
+)"""
+
+_POSTGRESQL_CLAIMED_COLUMNS = """
+    task.id, task.name, task.queue, task.args::text, task.kwargs::text,
+    task.attempts, task.max_attempts, task.lease_token, task.timeout,
+    task.good_until IS NOT NULL AND task.good_until <= now() AS expired,
+    task.cancel_requested_at IS NOT NULL AS cancelled"""
+
+_POSTGRESQL_CLAIM = (
+    _POSTGRESQL_READY
+    + """
+UPDATE {task_table} AS task
+SET status = 'CLAIMED', lease_token = gen_random_uuid(),
+    worker_id = %(worker_id)s, claimed_at = now(), attempts = task.attempts + 1
 FROM ready
 WHERE task.id = ready.id
-RETURNING task.id, task.name, task.queue, task.args::text, task.kwargs::text,
-    task.attempts, task.max_attempts, task.lease_token, task.timeout,
-    task.good_until IS NOT NULL AND task.good_until <= now(),
-    task.cancel_requested_at IS NOT NULL
+RETURNING"""
+    + _POSTGRESQL_CLAIMED_COLUMNS
+)
+
+# The attempt rows of the tasks that will run are inserted by the same
+# statement; expired and cancelled ones are ended right after it.
+_POSTGRESQL_CLAIM_AND_START = (
+    _POSTGRESQL_READY
+    + """,
+claimed AS (
+    UPDATE {task_table} AS task
+    SET status = 'RUNNING', lease_token = gen_random_uuid(),
+        worker_id = %(worker_id)s, claimed_at = now(), started_at = now(),
+        progress = NULL, attempts = task.attempts + 1
+    FROM ready
+    WHERE task.id = ready.id
+    RETURNING"""
+    + _POSTGRESQL_CLAIMED_COLUMNS
+    + """
+),
+opened AS (
+    INSERT INTO {attempt_table} (task_id, number, worker_id, lease_token,
+        outcome, started_at, error_code, error_message, exception_type,
+        traceback)
+    SELECT id, attempts, %(worker_id)s, lease_token, 'RUNNING', now(),
+        '', '', '', ''
+    FROM claimed
+    WHERE NOT (expired OR cancelled)
+)
+SELECT * FROM claimed
 """
+)
+
+
+def postgresql_claim_sql(*, start: bool) -> str:
+    """The claim statement run on PostgreSQL, with placeholders ``queues``,
+    ``limit`` and ``worker_id``; tests EXPLAIN it to pin its plan."""
+    template = _POSTGRESQL_CLAIM_AND_START if start else _POSTGRESQL_CLAIM
+    return template.format(
+        task_table=Task._meta.db_table, attempt_table=TaskAttempt._meta.db_table
+    )
 
 
 def _claim_on_postgresql(
-    worker_id: str, queues: list[str], limit: int, database: str
+    worker_id: str, queues: list[str], limit: int, database: str, start: bool
 ) -> list[ClaimedTask]:
     """The claim as one statement, which the ORM cannot express: select and
-    lock the ready rows, and give each a lease of its own, in one round trip.
-    A task found expired or cancelled is ended at once instead of run."""
-    sql = _POSTGRESQL_CLAIM.format(table=Task._meta.db_table)
+    lock the ready rows, give each a lease of its own and, with ``start``,
+    open its attempt, in one round trip. A task found expired or cancelled is
+    ended at once instead of run."""
+    sql = postgresql_claim_sql(start=start)
     claimed: list[ClaimedTask] = []
     while len(claimed) < limit:
+        parameters: dict[str, Any] = {
+            "queues": queues,
+            "limit": limit - len(claimed),
+            "worker_id": worker_id,
+        }
         with connections[database].cursor() as cursor:
-            cursor.execute(sql, [queues, limit - len(claimed), worker_id])
+            cursor.execute(sql, parameters)
             rows = cursor.fetchall()
 
         ended = 0
@@ -185,6 +280,7 @@ def _claim_on_postgresql(
                 worker_id=worker_id,
                 database=database,
                 timeout=row[8],
+                started=start,
             )
             expired, cancelled = row[9], row[10]
             if expired:
@@ -213,8 +309,9 @@ def _end_unstarted(
     claimed: ClaimedTask, status: TaskStatus, code: ErrorCode, message: str
 ) -> None:
     with transaction.atomic(using=claimed.database):
-        updated = claimed.fenced(TaskStatus.CLAIMED).update(
+        updated = claimed.fenced(claimed.held_status).update(
             status=status,
+            started_at=None,
             finished_at=Now(),
             attempts=F("attempts") - 1,
             error_code=code,
@@ -398,8 +495,30 @@ def start(claimed: ClaimedTask) -> bool:
     return bool(updated)
 
 
+_POSTGRESQL_COMPLETE = """
+WITH done AS (
+    UPDATE {task_table}
+    SET status = 'COMPLETED', result = %s::jsonb, finished_at = now(),
+        error_code = '', error_message = '', error_data = NULL,
+        exception_type = '', traceback = ''
+    WHERE id = %s AND status = 'RUNNING' AND lease_token = %s
+    RETURNING id
+),
+closed AS (
+    UPDATE {attempt_table} AS attempt
+    SET outcome = 'COMPLETED', finished_at = now()
+    FROM done
+    WHERE attempt.task_id = done.id AND attempt.number = %s
+)
+SELECT {announce} FROM done
+"""
+
+
 def complete(claimed: ClaimedTask, result: Any) -> bool:
     """Store the result of a RUNNING task and close its attempt."""
+    if connections[claimed.database].vendor == "postgresql":
+        return _complete_on_postgresql(claimed, result)
+
     with transaction.atomic(using=claimed.database):
         updated = claimed.fenced(TaskStatus.RUNNING).update(
             status=TaskStatus.COMPLETED,
@@ -414,6 +533,29 @@ def complete(claimed: ClaimedTask, result: Any) -> bool:
         if updated:
             _close_attempt(claimed, AttemptOutcome.COMPLETED, None)
             notify_finished(claimed.database, [claimed.id])
+    if not updated:
+        _fenced_out(claimed, "complete")
+    return bool(updated)
+
+
+def _complete_on_postgresql(claimed: ClaimedTask, result: Any) -> bool:
+    """The completion as one autocommitted statement: the task row, its
+    attempt and the notification for result waiters in one round trip."""
+    announce = (
+        f"pg_notify('{FINISHED_CHANNEL}', id::text)"
+        if notifications_enabled(claimed.database)
+        else "id"
+    )
+    sql = _POSTGRESQL_COMPLETE.format(
+        task_table=Task._meta.db_table,
+        attempt_table=TaskAttempt._meta.db_table,
+        announce=announce,
+    )
+    # SQL NULL for None, as the ORM stores it.
+    stored = None if result is None else json.dumps(result)
+    with connections[claimed.database].cursor() as cursor:
+        cursor.execute(sql, [stored, claimed.id, claimed.lease_token, claimed.attempt])
+        updated = cursor.rowcount
     if not updated:
         _fenced_out(claimed, "complete")
     return bool(updated)
@@ -453,14 +595,21 @@ def fail(claimed: ClaimedTask, error: TaskError, retry_in: float | None) -> bool
 
 
 def release(claimed: ClaimedTask) -> bool:
-    """Give a claimed, never-started task back to the queue unchanged."""
-    updated = claimed.fenced(TaskStatus.CLAIMED).update(
-        status=TaskStatus.PENDING,
-        lease_token=None,
-        worker_id="",
-        claimed_at=None,
-        attempts=F("attempts") - 1,
-    )
+    """Give a task whose attempt never ran back to the queue unchanged; an
+    attempt row opened by the claim is removed with it."""
+    with transaction.atomic(using=claimed.database):
+        updated = claimed.fenced(claimed.held_status).update(
+            status=TaskStatus.PENDING,
+            lease_token=None,
+            worker_id="",
+            claimed_at=None,
+            started_at=None,
+            attempts=F("attempts") - 1,
+        )
+        if updated and claimed.started:
+            TaskAttempt.objects.using(claimed.database).filter(
+                task_id=claimed.id, number=claimed.attempt
+            ).delete()
     if not updated:
         _fenced_out(claimed, "release")
     return bool(updated)

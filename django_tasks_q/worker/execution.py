@@ -156,7 +156,9 @@ class TaskExecutor:
         return self.writer.write(claimed, what, apply)
 
     def _execute(self, claimed: ClaimedTask) -> None:
-        if not self._write(claimed, "start", lambda: claims.start(claimed)):
+        if not claimed.started and not self._write(
+            claimed, "start", lambda: claims.start(claimed)
+        ):
             return
 
         task = registry.get(claimed.name)

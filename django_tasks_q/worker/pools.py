@@ -8,6 +8,7 @@ know which pool it drives.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -23,6 +24,10 @@ POOL_KINDS = ("threads", "prefork")
 
 
 class TaskPool(Protocol):
+    #: Whether each submitted task starts on a slot at once, so that the
+    #: claim can start its attempt too (``claims.claim(start=True)``).
+    starts_at_claim: bool
+
     def start(self) -> None: ...
 
     def submit(self, claimed: ClaimedTask) -> Future[None]:
@@ -42,13 +47,26 @@ class TaskPool(Protocol):
     def shutdown(self, *, wait: bool) -> None: ...
 
 
+#: Called on a slot thread when its attempt is over, with that attempt; it
+#: returns the slot's next task, claimed and started, or ``None``.
+ClaimNext = Callable[[ClaimedTask], ClaimedTask | None]
+
+
 class ThreadPool:
     """Runs each attempt on one of ``size`` threads of the worker process.
+
+    While the queue has a backlog, a thread that finished its task claims its
+    next one itself (``claim_next``), so a busy worker's tasks do not wait for
+    a hop through the claim loop; a submitted future therefore resolves when
+    its thread has no next task.
 
     ``async def`` tasks share one event loop thread. A thread cannot be
     stopped from outside, so ``abort()`` cannot end a sync task and a timed
     out one runs on in the background.
     """
+
+    # The worker claims no more tasks than there are idle threads.
+    starts_at_claim = True
 
     def __init__(
         self,
@@ -56,7 +74,9 @@ class ThreadPool:
         size: int,
         writer: DurableWriter,
         strays: StrayConnectionCollector,
+        claim_next: ClaimNext,
     ) -> None:
+        self._claim_next = claim_next
         self._event_loop = EventLoopThread()
         self._executor = TaskExecutor(self._event_loop, writer)
         self._strays = strays
@@ -84,6 +104,12 @@ class ThreadPool:
             self._event_loop.stop()
 
     def _run(self, claimed: ClaimedTask) -> None:
+        next_task: ClaimedTask | None = claimed
+        while next_task is not None:
+            self._run_one(next_task)
+            next_task = self._claim_next(next_task)
+
+    def _run_one(self, claimed: ClaimedTask) -> None:
         try:
             self._executor.execute(claimed)
         except Exception:

@@ -54,6 +54,10 @@ class ChildStartFailed(Exception):
 class PreforkPool:
     """``size`` child processes, each supervised by a thread of the worker."""
 
+    # A child may still be starting when its task arrives; it starts the
+    # attempt itself once it runs.
+    starts_at_claim = False
+
     def __init__(
         self,
         *,

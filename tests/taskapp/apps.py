@@ -6,3 +6,8 @@ class TaskAppConfig(AppConfig):
 
     name = "tests.taskapp"
     label = "taskapp"
+
+    def ready(self) -> None:
+        from .statements import record_statements_if_asked
+
+        record_statements_if_asked()
