@@ -68,7 +68,7 @@ def notify_sent(database: str, queues: Iterable[str]) -> None:
     rollback; in autocommit the insert has already committed.
     """
     connection = connections[database]
-    fresh = [queue for queue in set(queues) if not _notified(connection, queue)]
+    fresh = [queue for queue in set(queues) if not already_notified(connection, queue)]
     if not fresh:
         return
 
@@ -77,12 +77,11 @@ def notify_sent(database: str, queues: Iterable[str]) -> None:
             "SELECT pg_notify(channel, '') FROM unnest(%s::text[]) AS channel",
             [[queue_channel(queue) for queue in sorted(fresh)]],
         )
-    if connection.in_atomic_block:
-        for queue in fresh:
-            _remember_notified(connection, queue)
+    for queue in fresh:
+        remember_notified(connection, queue)
 
 
-def _notified(connection: BaseDatabaseWrapper, queue: str) -> bool:
+def already_notified(connection: BaseDatabaseWrapper, queue: str) -> bool:
     """Whether this transaction already notified ``queue``.
 
     Each NOTIFY leaves a marker in Django's commit queue; Django drops the
@@ -97,7 +96,10 @@ def _notified(connection: BaseDatabaseWrapper, queue: str) -> bool:
     )
 
 
-def _remember_notified(connection: BaseDatabaseWrapper, queue: str) -> None:
+def remember_notified(connection: BaseDatabaseWrapper, queue: str) -> None:
+    """Record a NOTIFY of ``queue`` sent in the current transaction, if any."""
+    if not connection.in_atomic_block:
+        return
     markers: dict[str, Callable[[], None]] = connection.__dict__.setdefault(
         "_tasks_q_notified", {}
     )
@@ -144,6 +146,13 @@ class Listener(threading.Thread):
     thread. ``on_connect(reconnected)`` is called once the channels are
     listened to: at the start, and after each reconnect, when notifications
     sent meanwhile may have been missed.
+
+    ``pause()`` stops listening (UNLISTEN) until ``resume()``, within a
+    ``LISTEN_SLICE``: PostgreSQL wakes every listening backend of a database
+    for every notification sent in it, whatever the channel, so a listener
+    that has no use for them costs the server work. ``on_resume()`` is
+    called once listening again, since notifications sent meanwhile were not
+    heard.
     """
 
     def __init__(
@@ -155,6 +164,7 @@ class Listener(threading.Thread):
         on_connect: Callable[[bool], None],
         name: str,
         application_name: str,
+        on_resume: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.database = database
@@ -162,8 +172,16 @@ class Listener(threading.Thread):
         self.channels = channels
         self.on_notify = on_notify
         self.on_connect = on_connect
+        self.on_resume = on_resume
         self.connected = threading.Event()
         self._stopped = threading.Event()
+        self._paused = threading.Event()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -198,28 +216,54 @@ class Listener(threading.Thread):
             delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     def _connect(self) -> Any:
-        from psycopg import sql
-
         connection = open_listening_connection(self.database, self.application_name)
         try:
-            for channel in self.channels:
-                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            self._subscribe(connection)
         except Exception:
             connection.close()
             raise
         self.connected.set()
         return connection
 
+    def _subscribe(self, connection: Any) -> None:
+        from psycopg import sql
+
+        for channel in self.channels:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
     def _listen(self, connection: Any) -> None:
         last_ping = time.monotonic()
+        listening = True
         while not self._stopped.is_set():
             for notify in connection.notifies(timeout=LISTEN_SLICE):
                 self.on_notify(notify.channel, notify.payload)
+
+            wanted = not self._paused.is_set()
+            if wanted != listening:
+                if wanted:
+                    self._subscribe(connection)
+                    if self.on_resume is not None:
+                        self.on_resume()
+                else:
+                    connection.execute("UNLISTEN *")
+                listening = wanted
+                self._log_pause(paused=not listening)
             if time.monotonic() - last_ping >= PING_INTERVAL:
                 # A dead server or a cut connection shows up here, not in
                 # notifies(), which just keeps waiting.
                 connection.execute("SELECT 1")
                 last_ping = time.monotonic()
+
+    def _log_pause(self, *, paused: bool) -> None:
+        logger.debug(
+            "Listener %s %s",
+            self.name,
+            "stops listening until resumed" if paused else "listens again",
+            extra={
+                "action": "listener_paused" if paused else "listener_resumed",
+                "listener": self.name,
+            },
+        )
 
     def _log_failure(self, what: str, exc: Exception) -> None:
         logger.warning(

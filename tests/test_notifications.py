@@ -232,6 +232,26 @@ def test_scheduled_task_starts_on_time_not_at_the_next_poll(
     assert row.started_at >= row.run_after
 
 
+@postgresql_only
+def test_a_busy_worker_stops_listening_and_listens_again_once_dry(
+    long_poll: None, start_worker: StartWorker
+) -> None:
+    worker = start_worker("--worker-id", "busy-1", "-v", "3")
+    wait_until(lambda: "listens for new tasks" in worker.output(), timeout=30)
+    time.sleep(0.3)
+
+    # A backlog of 2 s or so at 4 threads: every claim is full.
+    backlog = hold.send_many([((0.04,), {}) for _ in range(200)])
+    wait_until(lambda: "stops listening" in worker.output(), timeout=10)
+    for handle in backlog:
+        assert handle.get(timeout_ms=30_000).is_ok()
+    wait_until(lambda: "listens again" in worker.output(), timeout=5)
+
+    # The poll is 30 s away: only a notification can start this one now.
+    handle = add.send(1, 2)
+    assert seconds_until_started(handle.task_id) < 1.0
+
+
 def test_without_listen_everything_is_still_processed_by_polling(
     worker_env: dict[str, str], start_worker: StartWorker
 ) -> None:

@@ -5,6 +5,10 @@ as a send to one of the worker's queues commits, and once more after every
 (re)connect, since sends made while it was disconnected were not heard. On
 every database the loop also wakes for the earliest scheduled task it could
 claim, and at least every poll interval.
+
+A worker whose slots all claim their next task themselves (it has a backlog)
+needs no wake-up, so it stops listening until it runs dry: PostgreSQL would
+otherwise wake its listening connection for every task that finishes.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Wakeups:
                 channels=[queue_channel(queue) for queue in queues],
                 on_notify=self._on_notify,
                 on_connect=self._on_connect,
+                on_resume=self.wake,
                 name="tasks-q-wakeup-listener",
                 application_name=f"tasks-q worker {worker_id} listener",
             )
@@ -57,6 +62,16 @@ class Wakeups:
 
     def wake(self) -> None:
         self._event.set()
+
+    def set_busy(self, busy: bool) -> None:
+        """Whether the worker has a backlog; a busy worker stops listening,
+        and one that runs dry listens again and makes a claim pass."""
+        if self._listener is None:
+            return
+        if busy:
+            self._listener.pause()
+        else:
+            self._listener.resume()
 
     def clear(self) -> None:
         self._event.clear()
