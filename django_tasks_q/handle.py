@@ -46,7 +46,9 @@ class TaskHandle(Generic[T]):
         self, task_id: str | uuid.UUID, *, task_name: str | None = None
     ) -> None:
         try:
-            self.task_id = str(uuid.UUID(str(task_id)))
+            self.task_id = str(
+                task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
+            )
         except ValueError:
             raise ValueError(f"{task_id!r} is not a task id (a UUID).") from None
         self.task_name = task_name

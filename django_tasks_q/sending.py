@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,14 @@ from .conf import PRIORITY_RANGE, get_settings, is_valid_priority, is_valid_queu
 from .dbclock import from_now
 from .exceptions import TaskSendError
 from .handle import TaskHandle
-from .notifications import notifications_enabled, notify_sent
+from .ids import uuid7
+from .notifications import (
+    already_notified,
+    notifications_enabled,
+    notify_sent,
+    queue_channel,
+    remember_notified,
+)
 from .registry import registry
 from .serialization import SerializationError, encode
 
@@ -147,7 +155,7 @@ def _encode_call(
         ) from exc
 
     try:
-        names = _parameter_names(task, len(args))
+        names = _parameter_names(task, len(args)) if args else []
         encoded_args = [
             encode(value, name) for name, value in zip(names, args, strict=True)
         ]
@@ -163,13 +171,35 @@ def _encode_call(
     return encoded_args, encoded_kwargs
 
 
-def _check_size(
-    task: BaseTask[Any, Any], args: list[Any], kwargs: dict[str, Any]
-) -> None:
-    limit = get_settings().max_payload_bytes
-    size = len(json.dumps([args, kwargs], separators=(",", ":")).encode())
+@dataclass(frozen=True, slots=True)
+class EncodedCall:
+    """One call of a task, validated and encoded, ready to be stored."""
+
+    id: uuid.UUID
+    args: list[Any]
+    kwargs: dict[str, Any]
+    #: The same, as the JSON text that is stored.
+    args_json: str
+    kwargs_json: str
+
+
+_compact_encoder = json.JSONEncoder(separators=(",", ":"))
+
+
+def _compact_json(value: Any) -> str:
+    if not value:
+        # No arguments, or no keyword arguments: the common case.
+        return "[]" if isinstance(value, list) else "{}"
+    return _compact_encoder.encode(value)
+
+
+def _check_size(task: BaseTask[Any, Any], call: EncodedCall, limit: int) -> None:
+    # The size of the compact [args, kwargs] array.
+    size = len(call.args_json) + len(call.kwargs_json) + 3
     if size <= limit:
         return
+
+    args, kwargs = call.args, call.kwargs
 
     names = _parameter_names(task, len(args))
     sizes = {
@@ -187,23 +217,36 @@ def _check_size(
     )
 
 
+def _encode(
+    task: BaseTask[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], limit: int
+) -> EncodedCall:
+    encoded_args, encoded_kwargs = _encode_call(task, args, kwargs)
+    call = EncodedCall(
+        id=uuid7(),
+        args=encoded_args,
+        kwargs=encoded_kwargs,
+        # ensure_ascii (the default) makes characters and bytes one and the
+        # same for the size limit.
+        args_json=_compact_json(encoded_args),
+        kwargs_json=_compact_json(encoded_kwargs),
+    )
+    _check_size(task, call, limit)
+    return call
+
+
 def _build_row(
-    task: BaseTask[Any, Any],
-    options: SendOptions,
-    args: Sequence[Any],
-    kwargs: dict[str, Any],
+    task: BaseTask[Any, Any], options: SendOptions, call: EncodedCall
 ) -> TaskRow:
+    """The model instance of ``call``, for the ORM's insert."""
     from .models import Task as TaskRow
 
-    encoded_args, encoded_kwargs = _encode_call(task, args, kwargs)
-    _check_size(task, encoded_args, encoded_kwargs)
-
     row = TaskRow(
+        id=call.id,
         name=task.name,
         queue=options.queue,
         priority=options.priority,
-        args=encoded_args,
-        kwargs=encoded_kwargs,
+        args=call.args,
+        kwargs=call.kwargs,
         max_attempts=task.max_attempts,
         timeout=task.timeout,
     )
@@ -232,26 +275,42 @@ def send_calls(
             "send tasks from functions or views, never at module level.",
         )
     _check_options(task, options)
-    rows = [_build_row(task, options, args, kwargs) for args, kwargs in calls]
+    settings = get_settings()
+    limit = settings.max_payload_bytes
+    encoded = [_encode(task, args, kwargs, limit) for args, kwargs in calls]
 
-    database = get_settings().database
-    _insert(task, rows, database)
-    if notifications_enabled(database):
-        _notify(task, options.queue, database)
+    database = settings.database
+    if not encoded:
+        pass
+    elif connections[database].vendor == "postgresql":
+        _insert_on_postgresql(task, options, encoded, database)
+    else:
+        _insert(task, [_build_row(task, options, call) for call in encoded], database)
+        if notifications_enabled(database):
+            _notify(task, options.queue, database)
 
     handles: list[TaskHandle[Any]] = [
-        TaskHandle(str(row.id), task_name=task.name) for row in rows
+        TaskHandle(call.id, task_name=task.name) for call in encoded
     ]
     _track_commit(handles, database)
 
     logger.debug(
         "Sent %s run(s) of task name=%s queue=%s",
-        len(rows),
+        len(encoded),
         task.name,
         options.queue,
-        extra={"action": "task_sent", "task_name": task.name, "count": len(rows)},
+        extra={"action": "task_sent", "task_name": task.name, "count": len(encoded)},
     )
     return handles
+
+
+def _store_failed(task: BaseTask[Any, Any], exc: DatabaseError) -> TaskSendError:
+    return TaskSendError(
+        ErrorCode.ENQUEUE_FAILED,
+        f"Task {task.name!r} could not be stored: {exc}",
+        task_name=task.name,
+        retryable=isinstance(exc, OperationalError | InterfaceError),
+    )
 
 
 def _insert(task: BaseTask[Any, Any], rows: list[TaskRow], database: str) -> None:
@@ -266,13 +325,89 @@ def _insert(task: BaseTask[Any, Any], rows: list[TaskRow], database: str) -> Non
                     rows, batch_size=BULK_BATCH_SIZE
                 )
     except DatabaseError as exc:
-        retryable = isinstance(exc, OperationalError | InterfaceError)
-        raise TaskSendError(
-            ErrorCode.ENQUEUE_FAILED,
-            f"Task {task.name!r} could not be stored: {exc}",
-            task_name=task.name,
-            retryable=retryable,
-        ) from exc
+        raise _store_failed(task, exc) from exc
+
+
+# Every call of one send shares the task and the options: only the id and the
+# arguments vary, and they travel as three arrays.
+_POSTGRESQL_INSERT = """
+WITH inserted AS (
+    INSERT INTO {table} (id, args, kwargs, name, queue, priority, status,
+        run_after, good_until, attempts, max_attempts, crashes, timeout,
+        worker_id, error_code, error_message, exception_type, traceback)
+    SELECT call.id, call.args, call.kwargs, %(name)s, %(queue)s, %(priority)s,
+        'PENDING', {run_after}, {good_until}, 0, %(max_attempts)s, 0,
+        %(timeout)s, '', '', '', '', ''
+    FROM unnest(%(ids)s::uuid[], %(args)s::jsonb[], %(kwargs)s::jsonb[])
+        AS call(id, args, kwargs)
+)
+SELECT {announce}
+"""
+
+
+def _insert_on_postgresql(
+    task: BaseTask[Any, Any],
+    options: SendOptions,
+    calls: list[EncodedCall],
+    database: str,
+) -> None:
+    """Insert every call, and announce them to the queue's workers, in one
+    statement: the ORM's per-row work would cost more than the database's."""
+    from .models import Task as TaskRow
+
+    parameters: dict[str, Any] = {
+        "name": task.name,
+        "queue": options.queue,
+        "priority": options.priority,
+        "max_attempts": task.max_attempts,
+        "timeout": task.timeout,
+        "ids": [call.id for call in calls],
+        "args": [call.args_json for call in calls],
+        "kwargs": [call.kwargs_json for call in calls],
+    }
+    if options.run_at is not None:
+        run_after = "%(run_at)s"
+        parameters["run_at"] = options.run_at
+    elif options.delay:
+        run_after = "now() + %(delay)s"
+        parameters["delay"] = _as_timedelta(options.delay)
+    else:
+        run_after = "now()"
+    if options.good_until is None:
+        good_until = "NULL::timestamptz"
+    elif isinstance(options.good_until, dt.timedelta):
+        good_until = "now() + %(good_for)s"
+        parameters["good_for"] = options.good_until
+    else:
+        good_until = "%(good_until)s"
+        parameters["good_until"] = options.good_until
+
+    connection = connections[database]
+    announce = notifications_enabled(database) and not already_notified(
+        connection, options.queue
+    )
+    if announce:
+        parameters["channel"] = queue_channel(options.queue)
+    sql = _POSTGRESQL_INSERT.format(
+        table=TaskRow._meta.db_table,
+        run_after=run_after,
+        good_until=good_until,
+        announce="pg_notify(%(channel)s, '')" if announce else "1",
+    )
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+    except DatabaseError as exc:
+        raise _store_failed(task, exc) from exc
+    if announce:
+        remember_notified(connection, options.queue)
+
+
+def _as_timedelta(offset: float | int | dt.timedelta) -> dt.timedelta:
+    if isinstance(offset, dt.timedelta):
+        return offset
+    return dt.timedelta(seconds=offset)
 
 
 def _notify(task: BaseTask[Any, Any], queue: str, database: str) -> None:

@@ -13,9 +13,10 @@ import inspect
 import typing
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pydantic
+if TYPE_CHECKING:
+    import pydantic
 
 
 def _adapter_for(annotation: Any) -> pydantic.TypeAdapter[Any] | None:
@@ -23,6 +24,11 @@ def _adapter_for(annotation: Any) -> pydantic.TypeAdapter[Any] | None:
         annotation, str
     ):
         return None
+
+    # Imported only for a task that has annotations to validate: a worker
+    # whose tasks have none does not load it.
+    import pydantic
+
     try:
         return pydantic.TypeAdapter(annotation)
     except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError):
@@ -37,10 +43,18 @@ class TaskSignature:
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
         self.signature = inspect.signature(func)
+        #: (number of positional arguments, keyword names) of calls that fit.
+        self._fitting_shapes: set[tuple[int, tuple[str, ...]]] = set()
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` when the arguments do not fit the signature."""
+        # Whether a call fits depends only on its shape, not on its values: a
+        # send_many of many calls of one shape binds once.
+        shape = (len(args), tuple(kwargs))
+        if shape in self._fitting_shapes:
+            return
         self.signature.bind(*args, **kwargs)
+        self._fitting_shapes.add(shape)
 
     @cached_property
     def _hints(self) -> dict[str, Any]:
