@@ -37,7 +37,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import pydantic
 from django.apps import apps
 
 TAG = "__tq__"
@@ -107,7 +106,8 @@ def encode(value: Any, path: str = "value") -> JSONValue:
     if isinstance(value, dict):
         return _encode_dict(value, path)
 
-    if isinstance(value, pydantic.BaseModel):
+    pydantic = _loaded_pydantic()
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
         _check_importable(type(value), path)
         return {
             TAG: "pydantic",
@@ -211,9 +211,20 @@ def _decode_tagged(data: dict[str, Any]) -> Any:
     if kind == "dataclass":
         dataclass_type = resolve_type(data["type"], kind)
         fields = {key: decode(item) for key, item in value.items()}
+        import pydantic
+
         return pydantic.TypeAdapter(dataclass_type).validate_python(fields)
 
     raise PayloadError(f"Unknown type tag {kind!r}.")
+
+
+def _loaded_pydantic() -> Any:
+    """pydantic, or ``None`` while nothing in the process has imported it.
+
+    No value can be a pydantic model before pydantic is imported, so a
+    project whose tasks never use it does not pay the memory of loading it.
+    """
+    return sys.modules.get("pydantic")
 
 
 def _module_is_trusted(module_name: str) -> bool:
@@ -258,7 +269,8 @@ def _is_kind(target: Any, kind: str) -> bool:
     if not isinstance(target, type):
         return False
     if kind == "pydantic":
-        return issubclass(target, pydantic.BaseModel)
+        pydantic = _loaded_pydantic()
+        return pydantic is not None and issubclass(target, pydantic.BaseModel)
     if kind == "dataclass":
         return dataclasses.is_dataclass(target)
     if kind == "enum":
