@@ -6,19 +6,22 @@ Usage::
     DATABASE_URL=postgres://user:password@localhost/db python benchmarks/latency.py
 
 One ``runworker`` process (threads, concurrency 4) waits on a fresh database
-of its own (``tasksq_bench_latency`` on the server of ``DATABASE_URL``, or a
-temporary SQLite file). Tasks are sent one at a time, each after the last
-one's ``get()`` returned, so the worker is idle at every send. For each task:
+of its own (``bench_latency_<random>`` on the server of ``DATABASE_URL``, or a
+temporary SQLite file); the worker and the one-at-a-time loop are shared
+with the throughput benchmark (``benchmarks/tasksq.py``). Tasks are sent one
+at a time, each after the last one's ``get()`` returned, so the worker is
+idle at every send. For each task:
 
 - send-to-start: from the moment ``send()`` returned (the row is committed)
-  to the ``started_at`` the worker stored;
+  to the moment the task's body runs (the ``clock`` task returns the time it
+  was called);
 - finish-to-get: from the ``finished_at`` the worker stored to the moment
   ``get()`` returned.
 
 Both use the one clock of this host (PostgreSQL's ``now()`` and Python's
 ``time.time()`` read the same system clock). On PostgreSQL the run is done
 with ``LISTEN`` on, then off (pure polling at ``POLL_INTERVAL`` = 1 s), and
-``schedule(1)`` is timed from the send to the start. The table goes to
+``schedule(1)`` is timed from the send to the body's call. The table goes to
 standard output.
 """
 
@@ -26,12 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-BENCH_DATABASE = "tasksq_bench_latency"
 
 # Targets of the notifications work, on the 2-core development machine.
 TARGETS = {
@@ -72,9 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     postgres = bool(os.environ.get("DATABASE_URL"))
 
-    with _fresh_database(postgres) as environment:
-        os.environ.update(environment)
-        _set_up_django()
+    # Run as a script, only benchmarks/ is on the path: add the checkout.
+    if str(REPO_DIR) not in sys.path:
+        sys.path.insert(0, str(REPO_DIR))
+    from benchmarks.harness import fresh_database
+    from benchmarks.tasksq import configure
+
+    with fresh_database("postgresql" if postgres else "sqlite", "latency") as database:
+        environment = configure(database)
 
         series: list[Series] = []
         modes = [True, False] if postgres else [False]
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             count = options.tasks if listen or not postgres else options.polling_tasks
             label = "LISTEN" if listen else "polling"
             with _worker(environment, listen):
-                starts, gets = _one_at_a_time(count, listen)
+                starts, gets = _one_at_a_time(count)
                 series += [
                     Series(f"send-to-start, {label}", "ms", starts),
                     Series(f"finish-to-get, {label}", "ms", gets),
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(_header(postgres))
         print(_table(series))
+
+        from django.db import connections
+
+        connections.close_all()
     return 0
 
 
@@ -117,117 +125,36 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _fresh_database(postgres: bool) -> Iterator[dict[str, str]]:
-    """Create an empty database for the run, and drop it afterwards."""
-    environment = {
-        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
-        "PYTHONPATH": os.pathsep.join([str(REPO_DIR), str(REPO_DIR / "testproject")]),
-    }
-    if not postgres:
-        with tempfile.TemporaryDirectory() as folder:
-            environment["TASKS_Q_SQLITE_PATH"] = str(Path(folder) / "bench.sqlite3")
-            yield environment
-        return
-
-    import psycopg
-
-    sys.path[:0] = [str(REPO_DIR), str(REPO_DIR / "testproject")]
-    from testproject.database_url import parse_database_url
-
-    settings = parse_database_url(os.environ["DATABASE_URL"])
-    server = psycopg.connect(
-        host=settings["HOST"],
-        port=settings["PORT"] or 5432,
-        user=settings["USER"],
-        password=settings["PASSWORD"],
-        dbname=settings["NAME"],
-        autocommit=True,
-    )
-    server.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-    server.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    environment["BENCH_DATABASE_NAME"] = BENCH_DATABASE
-    try:
-        yield environment
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        server.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        server.close()
-
-
-def _set_up_django() -> None:
-    sys.path[:0] = [str(REPO_DIR), str(REPO_DIR / "testproject")]
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-
-
-@contextlib.contextmanager
 def _worker(environment: dict[str, str], listen: bool) -> Iterator[None]:
-    from django.db import connections
+    """One runworker (threads, concurrency 4), idle, with LISTEN on or off in
+    it and in this process."""
     from django.test import override_settings
 
-    from django_tasks_q.models import Worker
+    from benchmarks.tasksq import running_workers
 
     settings = {"LISTEN": listen}
-    env = {**os.environ, **environment, "TASKS_Q_BENCH": json.dumps(settings)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django", "runworker", "--concurrency", "4", "-v", "0"],
-        env=env,
-        cwd=REPO_DIR,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not Worker.objects.filter(pid=process.pid).exists():
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("The benchmark worker did not start.")
-            time.sleep(0.05)
-        time.sleep(1)  # Its first claim pass is over: it is idle.
-        with override_settings(TASKS_Q=settings):
-            yield
-    finally:
-        process.terminate()
-        process.wait(30)
-        connections.close_all()
+    with (
+        running_workers(environment, concurrency=4, settings=settings),
+        override_settings(TASKS_Q=settings),
+    ):
+        yield
 
 
-def _one_at_a_time(count: int, listen: bool) -> tuple[list[float], list[float]]:
-    from benchmarks.benchapp.tasks import noop
-    from django_tasks_q.models import Task
+def _one_at_a_time(count: int) -> tuple[list[float], list[float]]:
+    from benchmarks.tasksq import one_at_a_time
 
-    starts, gets = [], []
-    for _ in range(count):
-        handle = noop.send()
-        committed_at = time.time()
-        result = handle.get(timeout_ms=10_000)
-        got_at = time.time()
-        if result.is_err():
-            raise RuntimeError(f"A benchmark task failed: {result.err}")
-
-        row = Task.objects.get(pk=handle.task_id)
-        assert row.started_at is not None
-        assert row.finished_at is not None
-        starts.append(row.started_at.timestamp() - committed_at)
-        gets.append(got_at - row.finished_at.timestamp())
-        time.sleep(0.01)  # Let the worker go back to sleep.
-    return starts, gets
+    return one_at_a_time(count)
 
 
 def _scheduled(count: int) -> list[float]:
-    from benchmarks.benchapp.tasks import noop
-    from django_tasks_q.models import Task
+    from benchmarks.benchapp.tasks import clock
 
     delays = []
     for _ in range(count):
-        handle = noop.schedule(1)
+        handle = clock.schedule(1)
         committed_at = time.time()
-        handle.get(timeout_ms=10_000)
-        started = Task.objects.get(pk=handle.task_id).started_at
-        assert started is not None
-        delays.append(started.timestamp() - committed_at)
+        started_at = handle.get(timeout_ms=10_000).unwrap()
+        delays.append(started_at - committed_at)
     return delays
 
 

@@ -1,0 +1,2 @@
+"""The procrastinate peer: its settings, its no-op task and its driver
+(:mod:`.driver`)."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BenchProcrastinateConfig(AppConfig):
+    name = "benchmarks.peers.procrastinate"
+    label = "bench_procrastinate"
