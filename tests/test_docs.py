@@ -26,6 +26,7 @@ import inspect
 import json
 import re
 import shlex
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from django_tasks_q import (
     TaskError,
     TaskRegistrationError,
     TaskSendError,
+    TaskStatus,
 )
 from django_tasks_q.checks import (
     RECOMMENDED_SQLITE_OPTIONS,
@@ -54,6 +56,7 @@ from django_tasks_q.codes import NEVER_RETRIED
 from django_tasks_q.conf import TasksQSettings, get_settings
 from django_tasks_q.management.commands.runworker import Command as RunWorkerCommand
 from django_tasks_q.models import Task as TaskRow
+from django_tasks_q.models import TaskAttempt
 from django_tasks_q.models import Worker as WorkerRow
 from django_tasks_q.registry import registry
 from tests.helpers import RunWorker, StartWorker, WorkerProcess, wait_until
@@ -631,6 +634,32 @@ def test_databases_settings_blocks() -> None:
     assert [w.id for w in _sqlite_warnings(bare)] == ["django_tasks_q.W001"]
 
 
+@pytest.mark.django_db
+def test_databases_pruning_example_deletes_only_old_finished_tasks() -> None:
+    from django.utils import timezone
+
+    def finished(days_ago: int) -> TaskRow:
+        row = TaskRow.objects.create(
+            name="noop",
+            status=TaskStatus.COMPLETED,
+            finished_at=timezone.now() - dt.timedelta(days=days_ago),
+        )
+        TaskAttempt.objects.create(
+            task=row, number=1, worker_id="w", lease_token=uuid.uuid4()
+        )
+        return row
+
+    old = [finished(days_ago=8) for _ in range(3)]
+    recent = finished(days_ago=1)
+    pending = TaskRow.objects.create(name="noop")
+
+    run_examples("databases.md")
+
+    assert set(TaskRow.objects.values_list("pk", flat=True)) == {recent.pk, pending.pk}
+    assert not TaskAttempt.objects.filter(task_id__in=[row.pk for row in old]).exists()
+    assert TaskAttempt.objects.filter(task=recent).exists()
+
+
 def test_databases_documents_every_index() -> None:
     text = (DOCS_DIR / "databases.md").read_text(encoding="utf-8")
 
@@ -646,4 +675,5 @@ PAGE_TESTS = {
     "workers.md": test_workers_examples,
     "serialization.md": test_serialization_examples,
     "error-codes.md": test_error_codes_examples,
+    "databases.md": test_databases_pruning_example_deletes_only_old_finished_tasks,
 }
