@@ -175,10 +175,18 @@ def claim(
 # One ordered walk of tasks_q_claim_idx per queue, which stops after n rows:
 # a plain "queue = ANY(...)" cannot use the index order and would sort every
 # pending row. The rows locked beyond the n claimed are unlocked at commit.
+#
+# The claim commits without waiting for its WAL flush (synchronous_commit
+# off for this transaction only): a claim that a server crash loses leaves
+# the task PENDING, so it runs again and the first run's writes are fenced
+# out, as after any rescue. Every write that ends a task still waits.
 _POSTGRESQL_READY = """
-WITH ready AS (
+WITH no_flush_wait AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+ready AS (
     SELECT candidate.id
-    FROM unnest(%(queues)s::text[]) AS queue_name,
+    FROM no_flush_wait, unnest(%(queues)s::text[]) AS queue_name,
     LATERAL (
         SELECT id, priority, run_after FROM {task_table}
         WHERE status = 'PENDING' AND queue = queue_name AND run_after <= now()
