@@ -87,7 +87,13 @@ def test_no_worker_connection_is_idle_in_transaction_while_a_task_runs(
 def test_killed_connections_are_replaced_and_the_running_task_completes(
     start_worker: StartWorker,
 ) -> None:
-    worker = start_worker("--worker-id", "terminated-1", "--poll-interval", "0.2")
+    worker = start_worker(
+        "--worker-id", "terminated-1", "--poll-interval", "0.2", "--concurrency", "1"
+    )
+    # A first task makes the slot open its connection (the claim starts a
+    # task, so a fresh slot has none until it writes an outcome), and lets
+    # the heartbeat and the listener connect.
+    assert add.send(1, 1).get(timeout_ms=30_000).unwrap() == 2
     handle = hold.send(2)
     wait_running(handle.task_id)
 
