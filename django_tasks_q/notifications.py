@@ -61,26 +61,6 @@ def queue_channel(queue: str) -> str:
 # Sending notifications
 
 
-def notify_sent(database: str, queues: Iterable[str]) -> None:
-    """Announce new tasks in ``queues``, once per queue per transaction.
-
-    Inside a transaction the NOTIFY is delivered at commit and dropped on
-    rollback; in autocommit the insert has already committed.
-    """
-    connection = connections[database]
-    fresh = [queue for queue in set(queues) if not already_notified(connection, queue)]
-    if not fresh:
-        return
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_notify(channel, '') FROM unnest(%s::text[]) AS channel",
-            [[queue_channel(queue) for queue in sorted(fresh)]],
-        )
-    for queue in fresh:
-        remember_notified(connection, queue)
-
-
 def already_notified(connection: BaseDatabaseWrapper, queue: str) -> bool:
     """Whether this transaction already notified ``queue``.
 

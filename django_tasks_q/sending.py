@@ -27,7 +27,6 @@ from .ids import uuid7
 from .notifications import (
     already_notified,
     notifications_enabled,
-    notify_sent,
     queue_channel,
     remember_notified,
 )
@@ -285,9 +284,8 @@ def send_calls(
     elif connections[database].vendor == "postgresql":
         _insert_on_postgresql(task, options, encoded, database)
     else:
+        # Other databases poll: there is nobody to notify.
         _insert(task, [_build_row(task, options, call) for call in encoded], database)
-        if notifications_enabled(database):
-            _notify(task, options.queue, database)
 
     handles: list[TaskHandle[Any]] = [
         TaskHandle(call.id, task_name=task.name) for call in encoded
@@ -408,30 +406,6 @@ def _as_timedelta(offset: float | int | dt.timedelta) -> dt.timedelta:
     if isinstance(offset, dt.timedelta):
         return offset
     return dt.timedelta(seconds=offset)
-
-
-def _notify(task: BaseTask[Any, Any], queue: str, database: str) -> None:
-    """Wake the queue's workers once the rows are visible."""
-    try:
-        notify_sent(database, [queue])
-    except DatabaseError as exc:
-        if connections[database].in_atomic_block:
-            # The failed statement dooms the transaction that holds the rows.
-            raise TaskSendError(
-                ErrorCode.ENQUEUE_FAILED,
-                f"Task {task.name!r} could not be announced to workers: {exc}",
-                task_name=task.name,
-                retryable=isinstance(exc, OperationalError | InterfaceError),
-            ) from exc
-        # The rows are committed; only a wake-up is lost, and the workers'
-        # poll finds them anyway.
-        logger.warning(
-            "Task name=%s was sent, but its queue %r could not be notified: %s",
-            task.name,
-            queue,
-            exc,
-            extra={"action": "notify_failed", "task_name": task.name},
-        )
 
 
 def _track_commit(handles: list[TaskHandle[Any]], database: str) -> None:
