@@ -72,7 +72,9 @@ def test_workers_run_every_task_exactly_once(start_worker: StartWorker) -> None:
 def test_workers_record_who_ran_each_task(start_worker: StartWorker) -> None:
     workers = start_workers(start_worker, WORKERS)
 
-    handles = whoami.send_many([((), {}) for _ in range(TASKS)])
+    # Each task holds its slot briefly: busy slots claim their own next task,
+    # so without it two workers can drain the backlog before the third polls.
+    handles = whoami.send_many([((), {"hold_seconds": 0.02}) for _ in range(TASKS)])
     results = [handle.get(timeout_ms=90_000) for handle in handles]
     exit_codes = stop_workers(workers)
 

@@ -57,8 +57,13 @@ def unserializable() -> object:
 
 
 @task
-def whoami() -> dict[str, object]:
-    """Report which worker ran this attempt, in which process."""
+def whoami(hold_seconds: float = 0.0) -> dict[str, object]:
+    """Report which worker ran this attempt, in which process.
+
+    ``hold_seconds`` keeps the slot busy, so that a backlog lasts long enough
+    for every worker sharing it to claim some.
+    """
+    time.sleep(hold_seconds)
     context = current_task()
     return {
         "worker_id": context.worker_id,
