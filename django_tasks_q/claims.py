@@ -175,20 +175,12 @@ def claim(
 # One ordered walk of tasks_q_claim_idx per queue, which stops after n rows:
 # a plain "queue = ANY(...)" cannot use the index order and would sort every
 # pending row. The rows locked beyond the n claimed are unlocked at commit.
-#
-# The claim commits without waiting for its WAL flush (synchronous_commit
-# off for this transaction only): a claim that a server crash loses leaves
-# the task PENDING, so it runs again and the first run's writes are fenced
-# out, as after any rescue. Every write that ends a task still waits.
-_POSTGRESQL_READY = """
-WITH no_flush_wait AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-),
+_READY = """
 ready AS (
     SELECT candidate.id
-    FROM no_flush_wait, unnest(%(queues)s::text[]) AS queue_name,
+    FROM {flush_setting}unnest(%(queues)s::text[]) AS queue_name,
     LATERAL (
-        SELECT id, priority, run_after FROM {task_table}
+        SELECT id, priority, run_after FROM {{task_table}}
         WHERE status = 'PENDING' AND queue = queue_name AND run_after <= now()
         ORDER BY priority DESC, run_after, id
         LIMIT %(limit)s
@@ -197,6 +189,16 @@ ready AS (
     ORDER BY candidate.priority DESC, candidate.run_after, candidate.id
     LIMIT %(limit)s
 )"""
+
+# A claim on its own commits without waiting for its WAL flush
+# (synchronous_commit off for this transaction only): a claim that a server
+# crash loses leaves the task PENDING, so it runs again and the first run's
+# writes are fenced out, as after any rescue. Every write that ends a task
+# still waits.
+_POSTGRESQL_READY = """
+WITH no_flush_wait AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+),""" + _READY.format(flush_setting="no_flush_wait, ")
 
 _POSTGRESQL_CLAIMED_COLUMNS = """
     task.id, task.name, task.queue, task.args::text, task.kwargs::text,
@@ -218,9 +220,8 @@ RETURNING"""
 
 # The attempt rows of the tasks that will run are inserted by the same
 # statement; expired and cancelled ones are ended right after it.
-_POSTGRESQL_CLAIM_AND_START = (
-    _POSTGRESQL_READY
-    + """,
+_START_CLAIMED = (
+    """
 claimed AS (
     UPDATE {task_table} AS task
     SET status = 'RUNNING', lease_token = gen_random_uuid(),
@@ -240,9 +241,11 @@ opened AS (
         '', '', '', ''
     FROM claimed
     WHERE NOT (expired OR cancelled)
+)"""
 )
-SELECT * FROM claimed
-"""
+
+_POSTGRESQL_CLAIM_AND_START = (
+    _POSTGRESQL_READY + ",\n" + _START_CLAIMED + "\nSELECT * FROM claimed\n"
 )
 
 
@@ -260,8 +263,7 @@ def _claim_on_postgresql(
 ) -> list[ClaimedTask]:
     """The claim as one statement, which the ORM cannot express: select and
     lock the ready rows, give each a lease of its own and, with ``start``,
-    open its attempt, in one round trip. A task found expired or cancelled is
-    ended at once instead of run."""
+    open its attempt, in one round trip."""
     sql = postgresql_claim_sql(start=start)
     claimed: list[ClaimedTask] = []
     while len(claimed) < limit:
@@ -274,39 +276,45 @@ def _claim_on_postgresql(
             cursor.execute(sql, parameters)
             rows = cursor.fetchall()
 
-        ended = 0
-        for row in rows:
-            task = ClaimedTask(
-                id=row[0],
-                name=row[1],
-                queue=row[2],
-                args=json.loads(row[3]),
-                kwargs=json.loads(row[4]),
-                attempt=row[5],
-                max_attempts=row[6],
-                lease_token=row[7],
-                worker_id=worker_id,
-                database=database,
-                timeout=row[8],
-                started=start,
-            )
-            expired, cancelled = row[9], row[10]
-            if expired:
-                _end_unstarted(
-                    task, TaskStatus.EXPIRED, ErrorCode.TASK_EXPIRED, _EXPIRED
-                )
-            elif cancelled:
-                _end_unstarted(
-                    task, TaskStatus.CANCELLED, ErrorCode.TASK_CANCELLED, _CAME_BACK
-                )
-            else:
-                claimed.append(task)
-                continue
-            ended += 1
+        runnable = _runnable(rows, worker_id, database, started=start)
+        claimed += runnable
         # Places taken by tasks that could not run go to the next ready ones.
-        if not ended:
+        if len(runnable) == len(rows):
             break
     return claimed
+
+
+def _runnable(
+    rows: list[tuple[Any, ...]], worker_id: str, database: str, *, started: bool
+) -> list[ClaimedTask]:
+    """The tasks of claim ``rows`` (``_POSTGRESQL_CLAIMED_COLUMNS``) that may
+    run; one found expired or cancelled is ended at once instead."""
+    runnable = []
+    for row in rows:
+        task = ClaimedTask(
+            id=row[0],
+            name=row[1],
+            queue=row[2],
+            args=json.loads(row[3]),
+            kwargs=json.loads(row[4]),
+            attempt=row[5],
+            max_attempts=row[6],
+            lease_token=row[7],
+            worker_id=worker_id,
+            database=database,
+            timeout=row[8],
+            started=started,
+        )
+        expired, cancelled = row[9], row[10]
+        if expired:
+            _end_unstarted(task, TaskStatus.EXPIRED, ErrorCode.TASK_EXPIRED, _EXPIRED)
+        elif cancelled:
+            _end_unstarted(
+                task, TaskStatus.CANCELLED, ErrorCode.TASK_CANCELLED, _CAME_BACK
+            )
+        else:
+            runnable.append(task)
+    return runnable
 
 
 _EXPIRED = "The task was not started before its good_until deadline."
@@ -503,23 +511,49 @@ def start(claimed: ClaimedTask) -> bool:
     return bool(updated)
 
 
-_POSTGRESQL_COMPLETE = """
-WITH done AS (
+# The notification for result waiters, if any, is sent from RETURNING.
+_COMPLETE_RUNNING = """
+done AS (
     UPDATE {task_table}
-    SET status = 'COMPLETED', result = %s::jsonb, finished_at = now(),
+    SET status = 'COMPLETED', result = %(result)s::jsonb, finished_at = now(),
         error_code = '', error_message = '', error_data = NULL,
         exception_type = '', traceback = ''
-    WHERE id = %s AND status = 'RUNNING' AND lease_token = %s
-    RETURNING id
+    WHERE id = %(task_id)s AND status = 'RUNNING' AND lease_token = %(lease_token)s
+    RETURNING id{announce}
 ),
 closed AS (
     UPDATE {attempt_table} AS attempt
     SET outcome = 'COMPLETED', finished_at = now()
     FROM done
-    WHERE attempt.task_id = done.id AND attempt.number = %s
-)
-SELECT {announce} FROM done
+    WHERE attempt.task_id = done.id AND attempt.number = %(attempt)s
+)"""
+
+_POSTGRESQL_COMPLETE = "WITH" + _COMPLETE_RUNNING + "\nSELECT id FROM done\n"
+
+# The completion and the slot's next claim share one statement, so one round
+# trip and one commit per task serve a busy slot. The commit waits for its
+# WAL flush, as the completion needs. The one row left-joined to the claimed
+# rows says whether the completion applied even when nothing was claimed.
+_POSTGRESQL_COMPLETE_AND_CLAIM = (
+    "WITH"
+    + _COMPLETE_RUNNING
+    + ","
+    + _READY.format(flush_setting="")
+    + ",\n"
+    + _START_CLAIMED
+    + """
+SELECT (SELECT count(*) FROM done) AS completed, claimed.*
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true
 """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """The claim of one task, to run in the statement of the completion that
+    freed its slot."""
+
+    queues: list[str]
 
 
 def complete(claimed: ClaimedTask, result: Any) -> bool:
@@ -546,23 +580,90 @@ def complete(claimed: ClaimedTask, result: Any) -> bool:
     return bool(updated)
 
 
+def can_complete_and_claim(database: str) -> bool:
+    """Whether ``complete_and_claim()`` works on ``database``: only PostgreSQL
+    can complete and claim in one statement, so that a retried write never
+    repeats half of it."""
+    return connections[database].vendor == "postgresql"
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedAndClaimed:
+    """What ``complete_and_claim()`` did."""
+
+    #: Whether the completion applied (``False``: its lease was lost).
+    completed: bool
+    #: The claimed task to run, started, if the claim found one that may run.
+    next_task: ClaimedTask | None
+    #: Whether the claim took a task, runnable or not (one found expired or
+    #: cancelled is ended instead): more are probably ready.
+    filled: bool
+
+
+def complete_and_claim(
+    claimed: ClaimedTask, result: Any, then: NextClaim
+) -> CompletedAndClaimed:
+    """``complete()``, and claim and start the next task of ``then`` in the
+    same statement.
+
+    The claim does not depend on the completion: a fenced-out completion still
+    claims, and the caller must run what it got.
+    """
+    assert can_complete_and_claim(claimed.database)
+    sql = _POSTGRESQL_COMPLETE_AND_CLAIM.format(
+        task_table=Task._meta.db_table,
+        attempt_table=TaskAttempt._meta.db_table,
+        announce=_announcement(claimed.database),
+    )
+    parameters = _completion_parameters(claimed, result) | {
+        "queues": then.queues,
+        "limit": 1,
+        "worker_id": claimed.worker_id,
+    }
+    with connections[claimed.database].cursor() as cursor:
+        cursor.execute(sql, parameters)
+        rows = cursor.fetchall()
+
+    completed = bool(rows[0][0])
+    if not completed:
+        _fenced_out(claimed, "complete")
+    # Without a claimed task, the one row's claim columns are all NULL.
+    claim_rows = [row[1:] for row in rows if row[1] is not None]
+    runnable = _runnable(claim_rows, claimed.worker_id, claimed.database, started=True)
+    return CompletedAndClaimed(
+        completed=completed,
+        next_task=runnable[0] if runnable else None,
+        filled=bool(claim_rows),
+    )
+
+
+def _announcement(database: str) -> str:
+    """The RETURNING addition that tells result waiters a task finished."""
+    if not notifications_enabled(database):
+        return ""
+    return f", pg_notify('{FINISHED_CHANNEL}', id::text)"
+
+
+def _completion_parameters(claimed: ClaimedTask, result: Any) -> dict[str, Any]:
+    return {
+        # SQL NULL for None, as the ORM stores it.
+        "result": None if result is None else json.dumps(result),
+        "task_id": claimed.id,
+        "lease_token": claimed.lease_token,
+        "attempt": claimed.attempt,
+    }
+
+
 def _complete_on_postgresql(claimed: ClaimedTask, result: Any) -> bool:
     """The completion as one autocommitted statement: the task row, its
     attempt and the notification for result waiters in one round trip."""
-    announce = (
-        f"pg_notify('{FINISHED_CHANNEL}', id::text)"
-        if notifications_enabled(claimed.database)
-        else "id"
-    )
     sql = _POSTGRESQL_COMPLETE.format(
         task_table=Task._meta.db_table,
         attempt_table=TaskAttempt._meta.db_table,
-        announce=announce,
+        announce=_announcement(claimed.database),
     )
-    # SQL NULL for None, as the ORM stores it.
-    stored = None if result is None else json.dumps(result)
     with connections[claimed.database].cursor() as cursor:
-        cursor.execute(sql, [stored, claimed.id, claimed.lease_token, claimed.attempt])
+        cursor.execute(sql, _completion_parameters(claimed, result))
         updated = cursor.rowcount
     if not updated:
         _fenced_out(claimed, "complete")

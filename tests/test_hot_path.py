@@ -27,11 +27,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TASKS = 300
 
 #: Round trips (statements plus explicit commits) per task of a busy worker.
-#: PostgreSQL: one claim-and-start statement and one completion statement,
-#: each autocommitted, plus a margin for heartbeats and the last idle polls.
-#: SQLite: the ORM's claim transaction (BEGIN, SELECT, UPDATE, INSERT,
-#: COMMIT) and completion transaction (BEGIN, two UPDATEs, COMMIT).
-ROUND_TRIPS_PER_TASK = {"postgresql": 2.1, "sqlite": 9.2}
+#: PostgreSQL: one autocommitted statement that completes a task and claims
+#: and starts the slot's next, plus a margin for the first claims, heartbeats
+#: and the last idle polls. SQLite: the ORM's claim transaction (BEGIN,
+#: SELECT, UPDATE, INSERT, COMMIT) and completion transaction (BEGIN, two
+#: UPDATEs, COMMIT).
+ROUND_TRIPS_PER_TASK = {"postgresql": 1.1, "sqlite": 9.2}
 
 
 def _lines(path: Path) -> list[str]:
@@ -67,8 +68,8 @@ def test_a_busy_worker_sends_few_statements_per_task(
     assert per_task <= ROUND_TRIPS_PER_TASK[connection.vendor], (
         f"{per_task:.2f} round trips per task:\n" + "\n".join(during[:40])
     )
-    # Every task was claimed and completed, nothing else per task.
-    assert len(during) >= 2 * TASKS
+    # The log saw the drain: every task takes at least one statement.
+    assert len(during) >= TASKS
 
 
 postgresql_only = pytest.mark.skipif(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import claims
-from ..claims import ClaimedTask
+from ..claims import ClaimedTask, CompletedAndClaimed, NextClaim
 from ..codes import NEVER_RETRIED, ErrorCode
 from ..context import TaskContext, activate, context_for, deactivate
 from ..exceptions import TaskCancelled, TaskFailure
@@ -37,6 +37,10 @@ logger = logging.getLogger("django_tasks_q.worker")
 
 #: Seconds a timed-out ``async def`` task gets to unwind after cancellation.
 ASYNC_CANCEL_GRACE = 1.0
+
+#: Asked when an attempt completed: what the slot should claim next, if
+#: anything.
+AskNextClaim = Callable[[], NextClaim | None]
 
 
 class AttemptTimedOut(Exception):
@@ -144,22 +148,33 @@ class TaskExecutor:
         control.request_cancel()
         return True
 
-    def execute(self, claimed: ClaimedTask) -> None:
+    def execute(
+        self, claimed: ClaimedTask, next_claim: AskNextClaim | None = None
+    ) -> CompletedAndClaimed | None:
+        """Run ``claimed`` to its end.
+
+        ``next_claim`` is asked, once the task completed, what to claim next;
+        on a database that can, the claim then shares the completion's
+        statement, and its outcome is returned. ``None`` means no claim ran.
+        """
         try:
-            self._execute(claimed)
+            return self._execute(claimed, next_claim)
         except OutcomeLost as exc:
             self.writer.hand_back(claimed, str(exc))
+            return None
 
     def _write(
         self, claimed: ClaimedTask, what: str, apply: Callable[[], bool]
     ) -> bool:
         return self.writer.write(claimed, what, apply)
 
-    def _execute(self, claimed: ClaimedTask) -> None:
+    def _execute(
+        self, claimed: ClaimedTask, next_claim: AskNextClaim | None
+    ) -> CompletedAndClaimed | None:
         if not claimed.started and not self._write(
             claimed, "start", lambda: claims.start(claimed)
         ):
-            return
+            return None
 
         task = registry.get(claimed.name)
         log_extra = {
@@ -182,7 +197,7 @@ class TaskExecutor:
                 message=f"No task named {claimed.name!r} is registered in this worker.",
             )
             self._finish_failed(None, claimed, error, None, log_extra)
-            return
+            return None
 
         try:
             args, kwargs = task.signature.rehydrate_arguments(
@@ -196,7 +211,7 @@ class TaskExecutor:
                 exception_type=_qualified_name(type(exc)),
             )
             self._finish_failed(task, claimed, error, None, log_extra)
-            return
+            return None
 
         started = time.monotonic()
         control = RunControl(context_for(claimed))
@@ -209,18 +224,18 @@ class TaskExecutor:
             self._finish_failed(
                 task, claimed, timeout_error(claimed.timeout), None, log_extra
             )
-            return
+            return None
         except futures.CancelledError:
             # An async task cancelled on its loop, normally by request.
             self._finish_cancelled(claimed, log_extra)
-            return
+            return None
         except (Exception, SystemExit) as exc:
             if isinstance(exc, TaskCancelled):
                 self._finish_cancelled(claimed, log_extra)
-                return
+                return None
             error = _error_from_exception(exc)
             self._finish_failed(task, claimed, error, exc, log_extra)
-            return
+            return None
         finally:
             with self._controls_lock:
                 self._controls.pop(claimed.id, None)
@@ -234,9 +249,10 @@ class TaskExecutor:
                 exception_type=_qualified_name(type(value)),
             )
             self._finish_failed(task, claimed, error, None, log_extra)
-            return
+            return None
 
-        if self._write(claimed, "complete", lambda: claims.complete(claimed, encoded)):
+        completed, folded = self._complete(claimed, encoded, next_claim)
+        if completed:
             logger.info(
                 "Task id=%s name=%s attempt=%s completed in %.3fs",
                 claimed.id,
@@ -245,6 +261,29 @@ class TaskExecutor:
                 time.monotonic() - started,
                 extra={"action": "task_completed", **log_extra},
             )
+        return folded
+
+    def _complete(
+        self, claimed: ClaimedTask, encoded: Any, next_claim: AskNextClaim | None
+    ) -> tuple[bool, CompletedAndClaimed | None]:
+        """Store the result, in one statement with the next claim when one is
+        wanted and the database can: whether the completion applied, and the
+        claim's outcome (``None``: no claim ran)."""
+        then = next_claim() if next_claim is not None else None
+        if then is None or not claims.can_complete_and_claim(claimed.database):
+            completed = self._write(
+                claimed, "complete", lambda: claims.complete(claimed, encoded)
+            )
+            return completed, None
+
+        outcome: list[CompletedAndClaimed] = []
+
+        def complete_and_claim() -> bool:
+            outcome[:] = [claims.complete_and_claim(claimed, encoded, then)]
+            return outcome[0].completed
+
+        completed = self._write(claimed, "complete", complete_and_claim)
+        return completed, outcome[0]
 
     def _call(
         self,

@@ -20,7 +20,7 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models.functions import Now
 
 from .. import claims
-from ..claims import ClaimedTask
+from ..claims import ClaimedTask, CompletedAndClaimed, NextClaim
 from ..exceptions import TasksQError
 from ..models import Worker as WorkerRow
 from .connections import (
@@ -85,7 +85,7 @@ class Worker:
             worker_id=self.id, database=options.database, queues=options.queues
         )
         #: What each slot runs now; a thread pool slot may go on to further
-        #: tasks under the same future (``_claim_next``).
+        #: tasks under the same future (``next_task``).
         self._running: dict[Future[None], ClaimedTask] = {}
         self._running_lock = threading.Lock()
         #: Whether the last claim filled every place it asked for, so that
@@ -129,7 +129,7 @@ class Worker:
             size=self.options.concurrency,
             writer=self._writer,
             strays=self._strays,
-            claim_next=self._claim_next,
+            feed=self,
         )
 
     # Lifecycle
@@ -409,10 +409,16 @@ class Worker:
             drop_broken_connections()
             return []
 
+        self._count_claimed(claimed, filled=len(claimed) == limit)
+        return claimed
+
+    def _count_claimed(self, claimed: list[ClaimedTask], *, filled: bool) -> None:
+        """Note a claim that got ``claimed``; ``filled``: it got all it asked
+        for, so more tasks are probably ready."""
         with self._running_lock:
             self._claimed_total += len(claimed)
-            self._backlog = len(claimed) == limit
-        self._wakeups.set_busy(self._backlog)
+            self._backlog = filled
+        self._wakeups.set_busy(filled)
         if claimed:
             logger.debug(
                 "Worker id=%s claimed %s task(s)",
@@ -420,38 +426,57 @@ class Worker:
                 len(claimed),
                 extra={"action": "tasks_claimed", "worker_id": self.id},
             )
-        return claimed
 
-    def _claim_next(self, finished: ClaimedTask) -> ClaimedTask | None:
-        """On a thread pool slot whose task is over: while the queue has a
-        backlog, claim and start the slot's next task right here.
+    # A thread pool slot's next task (pools.SlotFeed)
+    #
+    # While the queue has a backlog, a slot whose task is over claims and
+    # starts its next task itself, in the completion's statement where the
+    # database allows: the claim loop would add a round trip between threads
+    # per task, and a separate claim a statement and a commit. With
+    # --max-tasks every claim goes through the loop, which keeps the count.
 
-        The claim loop would take a round trip between threads per task; this
-        keeps a busy worker's slots full with one claim statement per task.
-        With ``--max-tasks`` every claim goes through the loop, which keeps
-        the count.
-        """
+    def next_claim(self, finished: ClaimedTask) -> NextClaim | None:
+        if not self._may_claim_for_slot(finished):
+            return None
+        return NextClaim(queues=self.options.queues)
+
+    def next_task(
+        self, finished: ClaimedTask, folded: CompletedAndClaimed | None
+    ) -> ClaimedTask | None:
+        if folded is not None:
+            next_tasks = [folded.next_task] if folded.next_task else []
+            self._count_claimed(next_tasks, filled=folded.filled)
+            if folded.next_task is not None:
+                return self._hand_to_slot(finished, folded.next_task)
+            if not folded.filled:
+                return None
+            # It claimed only a task that could not run: try once more.
+
+        if not self._may_claim_for_slot(finished):
+            return None
+        claimed = self._claim(1)
+        return self._hand_to_slot(finished, claimed[0]) if claimed else None
+
+    def _may_claim_for_slot(self, finished: ClaimedTask) -> bool:
         with self._running_lock:
             backlog = self._backlog
-            slot = next(
-                (future for future, held in self._running.items() if held is finished),
-                None,
-            )
-        if (
-            slot is None
-            or not backlog
-            or self.stopping.is_set()
-            or self.options.max_tasks is not None
-            or not self._heartbeat.healthy
-        ):
-            return None
+            holds_slot = any(held is finished for held in self._running.values())
+        return (
+            holds_slot
+            and backlog
+            and not self.stopping.is_set()
+            and self.options.max_tasks is None
+            and self._heartbeat.healthy
+        )
 
-        claimed = self._claim(1)
-        if not claimed:
-            return None
+    def _hand_to_slot(self, finished: ClaimedTask, claimed: ClaimedTask) -> ClaimedTask:
+        """Record ``claimed`` as what the slot that ran ``finished`` runs now."""
         with self._running_lock:
-            self._running[slot] = claimed[0]
-        return claimed[0]
+            slot = next(
+                future for future, held in self._running.items() if held is finished
+            )
+            self._running[slot] = claimed
+        return claimed
 
     def _submit(self, claimed: ClaimedTask) -> None:
         # The callback is attached after the future is recorded, so it always

@@ -8,11 +8,10 @@ know which pool it drives.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
-from ..claims import ClaimedTask
+from ..claims import ClaimedTask, CompletedAndClaimed, NextClaim
 from .connections import StrayConnectionCollector, drop_broken_connections
 from .event_loop import EventLoopThread
 from .execution import TaskExecutor
@@ -47,18 +46,31 @@ class TaskPool(Protocol):
     def shutdown(self, *, wait: bool) -> None: ...
 
 
-#: Called on a slot thread when its attempt is over, with that attempt; it
-#: returns the slot's next task, claimed and started, or ``None``.
-ClaimNext = Callable[[ClaimedTask], ClaimedTask | None]
+class SlotFeed(Protocol):
+    """How a thread pool slot gets its next task without the claim loop."""
+
+    def next_claim(self, finished: ClaimedTask) -> NextClaim | None:
+        """Asked as ``finished`` completes: the claim to run in the
+        completion's statement, or ``None`` for none."""
+        ...
+
+    def next_task(
+        self, finished: ClaimedTask, folded: CompletedAndClaimed | None
+    ) -> ClaimedTask | None:
+        """Once ``finished`` is over: the slot's next task, the one the
+        completion claimed (``folded``) or one claimed now; ``None`` ends the
+        slot's run."""
+        ...
 
 
 class ThreadPool:
     """Runs each attempt on one of ``size`` threads of the worker process.
 
     While the queue has a backlog, a thread that finished its task claims its
-    next one itself (``claim_next``), so a busy worker's tasks do not wait for
-    a hop through the claim loop; a submitted future therefore resolves when
-    its thread has no next task.
+    next one itself (``feed``), in the completion's statement where the
+    database allows, so a busy worker's tasks do not wait for a hop through
+    the claim loop; a submitted future therefore resolves when its thread has
+    no next task.
 
     ``async def`` tasks share one event loop thread. A thread cannot be
     stopped from outside, so ``abort()`` cannot end a sync task and a timed
@@ -74,9 +86,9 @@ class ThreadPool:
         size: int,
         writer: DurableWriter,
         strays: StrayConnectionCollector,
-        claim_next: ClaimNext,
+        feed: SlotFeed,
     ) -> None:
-        self._claim_next = claim_next
+        self._feed = feed
         self._event_loop = EventLoopThread()
         self._executor = TaskExecutor(self._event_loop, writer)
         self._strays = strays
@@ -106,12 +118,14 @@ class ThreadPool:
     def _run(self, claimed: ClaimedTask) -> None:
         next_task: ClaimedTask | None = claimed
         while next_task is not None:
-            self._run_one(next_task)
-            next_task = self._claim_next(next_task)
+            folded = self._run_one(next_task)
+            next_task = self._feed.next_task(next_task, folded)
 
-    def _run_one(self, claimed: ClaimedTask) -> None:
+    def _run_one(self, claimed: ClaimedTask) -> CompletedAndClaimed | None:
         try:
-            self._executor.execute(claimed)
+            return self._executor.execute(
+                claimed, lambda: self._feed.next_claim(claimed)
+            )
         except Exception:
             # Only the worker's own writes can get here (the task's errors
             # are caught inside); log and carry on with the next task.
@@ -125,6 +139,7 @@ class ThreadPool:
                     "task_id": str(claimed.id),
                 },
             )
+            return None
         finally:
             drop_broken_connections()
             self._strays.collect()
