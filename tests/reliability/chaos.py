@@ -295,8 +295,14 @@ class Cluster:
         return [worker for worker in self.live() if worker.id in heartbeating]
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM every live worker; return their exit codes by worker id."""
+        """SIGTERM every live worker; return their exit codes by worker id.
+
+        A replacement the fault injector spawned late may still be starting:
+        before its handlers are installed, SIGTERM would kill it outright, so
+        each worker is first waited for until it heartbeats.
+        """
         live = self.live()
+        self.wait_ready(live)
         for worker in live:
             worker.signal(signal.SIGTERM)
         return {
