@@ -118,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             _progress(f"peers unavailable: {problem}")
         top = header(options, "postgresql" in databases)
         print(top, flush=True)
+        unknown = sorted(set(options.systems or []) - set(known))
+        if unknown:
+            print(
+                f"Unknown system(s) {', '.join(unknown)}: choose from "
+                f"{', '.join(known)}.",
+                file=sys.stderr,
+            )
+            return 2
         systems = options.systems or known
         all_results = [run_all(options, db, systems) for db in databases]
 
