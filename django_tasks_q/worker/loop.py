@@ -31,7 +31,6 @@ from .connections import (
 from .heartbeat import HeartbeatThread
 from .persistence import DurableWriter
 from .pools import TaskPool, ThreadPool
-from .prefork import PreforkPool
 from .wakeups import Wakeups
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -117,6 +116,10 @@ class Worker:
 
     def _make_pool(self) -> TaskPool:
         if self.options.pool == "prefork":
+            # Imported here: multiprocessing would cost every thread pool
+            # worker memory it never uses.
+            from .prefork import PreforkPool
+
             return PreforkPool(
                 size=self.options.concurrency,
                 worker_id=self.id,
