@@ -15,6 +15,8 @@
   each. *concurrency* c is ``--processes c``; ``processes`` is that many
   workers. Its other defaults stay, among them ``--max-tasks-per-child 100``
   (each child is replaced after 100 tasks, with the ``spawn`` start method).
+  Set-up starts and stops one worker first, so that the partitions of its
+  heartbeat history exist before several workers start at once.
 - Timestamps: ``started_at`` (set in the executor child) and
   ``terminal_at`` (database time of the terminal transition) of
   ``horsies_task_history``, where a finished task's row moves.
@@ -80,6 +82,23 @@ class Horsies(PeerSystem):
                 raise RuntimeError(f"horsies schema set-up failed: {result}")
 
         asyncio.run(initialize())
+        self._create_heartbeat_partitions()
+
+    def _create_heartbeat_partitions(self) -> None:
+        """Start one worker, wait until it is up, and stop it.
+
+        A starting horsies worker creates the partitions its heartbeats go
+        to. Two workers starting together on a fresh database race for that,
+        and the loser refuses to start ("another worker owns the partition
+        coverage gate"); once the partitions exist, workers start side by
+        side.
+        """
+        argv = [_horsies_command(), "worker", APP, "--processes", "1"]
+        workers = Workers([WorkerCommand([*argv, "--loglevel", "INFO"])], self.database)
+        try:
+            workers.wait_idle(ready=lambda: "Worker started" in workers.log_tail())
+        finally:
+            workers.stop()
 
     def worker_commands(self, processes: int, concurrency: int) -> list[WorkerCommand]:
         argv = [
