@@ -278,6 +278,10 @@ class TaskExecutor:
 
         outcome: list[CompletedAndClaimed] = []
 
+        # Retried as one write: after an outage that struck once the statement
+        # had committed (ending a claimed task that expired, say), the retry's
+        # completion is fenced out and logged as such, and the task claimed
+        # first is held unknowingly until the heartbeat's orphan sweep frees it.
         def complete_and_claim() -> bool:
             outcome[:] = [claims.complete_and_claim(claimed, encoded, then)]
             return outcome[0].completed
