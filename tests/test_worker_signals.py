@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ import pytest
 
 from django_tasks_q import TaskHandle, TaskInfo, TaskStatus
 from django_tasks_q.models import Task, Worker
+from django_tasks_q.worker.stop_signals import SignalRelay
 from tests.helpers import StartWorker, WorkerProcess, wait_until
 from tests.taskapp.tasks.worker import multiply, report_progress, sleep_for
 
@@ -120,3 +124,28 @@ def test_worker_progress_is_visible_while_task_runs(
     finished = handle.info()
     assert finished is not None
     assert finished.progress == {"done": 3, "total": 3, "message": "all done"}
+
+
+def test_a_signal_is_reacted_to_after_a_lock_held_by_the_main_thread_is_freed() -> None:
+    # A reaction run inside the handler would run in the main thread while it
+    # holds the lock, and time out on it: the claim loop's threading.Event
+    # would deadlock the worker that way.
+    lock = threading.Lock()
+    reactions: queue.Queue[tuple[int, bool, bool]] = queue.Queue()
+
+    def react(signum: int) -> None:
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        reactions.put((signum, on_main_thread, lock.acquire(timeout=2)))
+
+    relay = SignalRelay(react, [signal.SIGUSR1])
+    relay.install()
+    try:
+        with lock:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.3)
+        reaction = reactions.get(timeout=5)
+    finally:
+        relay.uninstall()
+
+    assert reaction == (signal.SIGUSR1, False, True)
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL

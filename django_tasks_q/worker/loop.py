@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
-from types import FrameType
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models.functions import Now
@@ -31,6 +30,7 @@ from .connections import (
 from .heartbeat import HeartbeatThread
 from .persistence import DurableWriter
 from .pools import TaskPool, ThreadPool
+from .stop_signals import SignalRelay
 from .wakeups import Wakeups
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -92,6 +92,7 @@ class Worker:
         self._backlog = False
         self._claimed_total = 0
         self._signals_received = 0
+        self._signals = SignalRelay(self._on_signal, [signal.SIGTERM, signal.SIGINT])
         #: Task threads still running at exit; the process must then end with
         #: ``os._exit()``, since Python would otherwise wait for them.
         self.abandoned_threads = 0
@@ -143,7 +144,7 @@ class Worker:
         self._labeller.install()
         self._register()
         if self.options.install_signal_handlers:
-            self._install_signal_handlers()
+            self._signals.install()
         self._strays.own_current_thread()
         self._strays.install()
         self._heartbeat.start()
@@ -152,7 +153,9 @@ class Worker:
         try:
             self._loop()
         finally:
+            # A second signal during the shutdown still ends it at once.
             self._shut_down()
+            self._signals.uninstall()
 
     def stop(self) -> None:
         """Stop claiming; ``run()`` returns once running tasks have finished or
@@ -160,11 +163,8 @@ class Worker:
         self.stopping.set()
         self._wakeups.wake()
 
-    def _install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int) -> None:
+        # Called on the signal relay's thread, never inside a handler.
         self._signals_received += 1
         if self._signals_received > 1:
             # A second signal means "now": skip the drain.
