@@ -9,6 +9,10 @@ from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
+#: Registered with faulthandler by tests/settings.py; not imported from there,
+#: since this module must load before Django's settings.
+DUMP_STACKS_SIGNAL = signal.SIGUSR2
+
 
 def wait_until(
     predicate: Callable[[], T],
@@ -59,9 +63,21 @@ class WorkerProcess:
         """Wait for the worker to exit and return its exit code.
 
         Raise ``subprocess.TimeoutExpired`` if it still runs after
-        ``timeout`` seconds.
+        ``timeout`` seconds, noting the end of its log and the stacks of its
+        threads: a failure must say where the worker hangs.
         """
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired as timed_out:
+            timed_out.add_note(self._stacks_and_log_tail())
+            raise
+
+    def _stacks_and_log_tail(self, lines: int = 80) -> str:
+        # The worker's test settings register DUMP_STACKS_SIGNAL.
+        self.send_signal(DUMP_STACKS_SIGNAL)
+        time.sleep(0.5)
+        tail = "\n".join(self.output().splitlines()[-lines:])
+        return f"The last {lines} lines of {self.log_path.name}, stacks last:\n{tail}"
 
 
 class RunWorker(Protocol):

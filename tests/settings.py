@@ -1,7 +1,9 @@
 """Settings of the test suite: the demo project plus the tests' own app."""
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +13,11 @@ from testproject.settings import DATABASES, INSTALLED_APPS
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.taskapp"]
+
+# Workers started by the tests write every thread's stack to their log on
+# SIGUSR2: tests.helpers.WorkerProcess.wait() shows where a worker that fails
+# to exit hangs.
+faulthandler.register(signal.SIGUSR2, all_threads=True)
 
 # Each Python version gets its own test database, so that two tox
 # environments running at once never drop each other's tables.
