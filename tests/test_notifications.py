@@ -66,6 +66,20 @@ def seconds_until_started(task_id: str, timeout: float = 10) -> float:
     return time.monotonic() - began
 
 
+def listening_backends(worker_id: str) -> int:
+    """How many of the worker's connections listen: connected, done with its
+    ``LISTEN``, and idle (or pinging) since."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = %s AND state = 'idle' "
+            "AND (query LIKE 'LISTEN %%' OR query = 'SELECT 1')",
+            [f"tasks-q worker {worker_id} listener"],
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
 class RawListener:
     """A plain psycopg connection that collects notifications on a channel."""
 
@@ -156,12 +170,19 @@ def test_worker_listens_again_after_its_listening_backend_is_killed(
     poll_interval = 2.0
     worker_env["TASKS_Q_TEST_SETTINGS"] = json.dumps({"POLL_INTERVAL": poll_interval})
     worker = start_worker("--worker-id", "relisten-1")
-    wait_until(lambda: "listens for new tasks" in worker.output(), timeout=30)
+    # The worker logs that it listens before its listener thread connects;
+    # a connection killed before it listened is a first connect, not a drop.
+    wait_until(
+        lambda: listening_backends("relisten-1"),
+        timeout=30,
+        message="the worker's listening connection",
+    )
 
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'tasks-q worker relisten-1 listener'"
+            "WHERE application_name = %s",
+            ["tasks-q worker relisten-1 listener"],
         )
         assert cursor.fetchone() == (1,)
     # Sent while nobody listens: the poll (or the claim pass after the
