@@ -12,11 +12,14 @@ reaches a relay thread through ``signal.set_wakeup_fd()``, and the reaction
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
+
+logger = logging.getLogger("django_tasks_q.worker")
 
 #: Written to the pipe by ``uninstall()`` to end the relay thread; no signal
 #: has this number.
@@ -85,4 +88,16 @@ class SignalRelay:
                 # Other signals with Python handlers also reach the wakeup
                 # fd; only ours are relayed.
                 if signum in self._signals:
-                    self._on_signal(signum)
+                    self._react(signum)
+
+    def _react(self, signum: int) -> None:
+        # The thread must outlive a failed reaction, or later signals would
+        # go unheard.
+        try:
+            self._on_signal(signum)
+        except Exception:
+            logger.exception(
+                "Could not react to %s",
+                signal.Signals(signum).name,
+                extra={"action": "signal_reaction_failed", "signal": signum},
+            )
