@@ -327,7 +327,8 @@ def _insert(task: BaseTask[Any, Any], rows: list[TaskRow], database: str) -> Non
 
 
 # Every call of one send shares the task and the options: only the id and the
-# arguments vary, and they travel as three arrays.
+# arguments vary. They travel as three arrays, or for a single call as three
+# values: quoting arrays on the client costs a single send a sixth of its CPU.
 _POSTGRESQL_INSERT = """
 WITH inserted AS (
     INSERT INTO {table} (id, args, kwargs, name, queue, priority, status,
@@ -336,11 +337,12 @@ WITH inserted AS (
     SELECT call.id, call.args, call.kwargs, %(name)s, %(queue)s, %(priority)s,
         'PENDING', {run_after}, {good_until}, 0, %(max_attempts)s, 0,
         %(timeout)s, '', '', '', '', ''
-    FROM unnest(%(ids)s::uuid[], %(args)s::jsonb[], %(kwargs)s::jsonb[])
-        AS call(id, args, kwargs)
+    FROM {calls} AS call(id, args, kwargs)
 )
 SELECT {announce}
 """
+_MANY_CALLS = "unnest(%(ids)s::uuid[], %(args)s::jsonb[], %(kwargs)s::jsonb[])"
+_ONE_CALL = "(VALUES (%(id)s::uuid, %(args)s::jsonb, %(kwargs)s::jsonb))"
 
 
 def _insert_on_postgresql(
@@ -359,10 +361,16 @@ def _insert_on_postgresql(
         "priority": options.priority,
         "max_attempts": task.max_attempts,
         "timeout": task.timeout,
-        "ids": [call.id for call in calls],
-        "args": [call.args_json for call in calls],
-        "kwargs": [call.kwargs_json for call in calls],
     }
+    if len(calls) == 1:
+        (call,) = calls
+        parameters.update(id=call.id, args=call.args_json, kwargs=call.kwargs_json)
+    else:
+        parameters.update(
+            ids=[call.id for call in calls],
+            args=[call.args_json for call in calls],
+            kwargs=[call.kwargs_json for call in calls],
+        )
     if options.run_at is not None:
         run_after = "%(run_at)s"
         parameters["run_at"] = options.run_at
@@ -388,6 +396,7 @@ def _insert_on_postgresql(
         parameters["channel"] = queue_channel(options.queue)
     sql = _POSTGRESQL_INSERT.format(
         table=TaskRow._meta.db_table,
+        calls=_ONE_CALL if len(calls) == 1 else _MANY_CALLS,
         run_after=run_after,
         good_until=good_until,
         announce="pg_notify(%(channel)s, '')" if announce else "1",
