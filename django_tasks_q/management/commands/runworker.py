@@ -8,6 +8,7 @@ import sys
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from django_tasks_q.conf import TasksQSettings, get_settings, is_valid_queue_name
@@ -64,6 +65,16 @@ class Command(BaseCommand):
         "Run a django-tasks-q worker: claim tasks from the database and run "
         "them until stopped with SIGTERM or Ctrl-C."
     )
+    # The checks of what a worker uses: models, signals, async support and the
+    # compatibility checks, which include django-tasks-q's own. The web side's
+    # (URLs, templates, admin, static files) would import all of it into every
+    # worker process, and a fault there must not stop the tasks.
+    requires_system_checks = [
+        Tags.models,
+        Tags.signals,
+        Tags.async_support,
+        Tags.compatibility,
+    ]
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
