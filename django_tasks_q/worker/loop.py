@@ -520,9 +520,12 @@ class Worker:
                 continue
             if task_id in self._cancels_requested:
                 continue
+            if not self._pool.request_cancel(claimed):
+                # Claimed as running, but its slot has not taken it up yet.
+                continue
             self._cancels_requested.add(task_id)
             logger.info(
-                "Worker id=%s asks task id=%s to stop: it was cancelled",
+                "Worker id=%s asked task id=%s to stop: it was cancelled",
                 self.id,
                 task_id,
                 extra={
@@ -531,7 +534,6 @@ class Worker:
                     "task_id": str(task_id),
                 },
             )
-            self._pool.request_cancel(claimed)
 
     def _on_done(self, future: Future[None]) -> None:
         with self._running_lock:

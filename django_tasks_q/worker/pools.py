@@ -34,8 +34,13 @@ class TaskPool(Protocol):
         the attempt never began."""
         ...
 
-    def request_cancel(self, claimed: ClaimedTask) -> None:
-        """Stop the running attempt ``claimed`` as far as this pool can."""
+    def request_cancel(self, claimed: ClaimedTask) -> bool:
+        """Stop the running attempt ``claimed`` as far as this pool can.
+
+        ``False`` when the attempt is not on a slot: not yet (a claim marks
+        it running before its slot takes it up) or no longer. The worker
+        then asks again on its next pass.
+        """
         ...
 
     def abort(self, claimed: ClaimedTask) -> bool:
@@ -104,8 +109,8 @@ class ThreadPool:
     def submit(self, claimed: ClaimedTask) -> Future[None]:
         return self._threads.submit(self._run, claimed)
 
-    def request_cancel(self, claimed: ClaimedTask) -> None:
-        self._executor.request_cancel(claimed)
+    def request_cancel(self, claimed: ClaimedTask) -> bool:
+        return self._executor.request_cancel(claimed)
 
     def abort(self, claimed: ClaimedTask) -> bool:
         return False

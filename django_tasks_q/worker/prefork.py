@@ -102,9 +102,8 @@ class PreforkPool:
         self._work.put((claimed, future))
         return future
 
-    def request_cancel(self, claimed: ClaimedTask) -> None:
-        for slot in self._slots:
-            slot.kill_if_running(claimed, "cancel")
+    def request_cancel(self, claimed: ClaimedTask) -> bool:
+        return any(slot.kill_if_running(claimed, "cancel") for slot in self._slots)
 
     def abort(self, claimed: ClaimedTask) -> bool:
         return any(slot.kill_if_running(claimed, "abort") for slot in self._slots)
