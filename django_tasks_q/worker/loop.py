@@ -46,6 +46,12 @@ def application_name(worker_id: str) -> str:
 EXIT_GRACE = 2.0
 
 
+#: Seconds the claim loop pauses after submitting tasks, before its next
+#: query: enough for a slot thread to start its task; so short that a task
+#: coming due meanwhile starts at most this late.
+START_PAUSE = 0.005
+
+
 class WorkerIdInUse(TasksQError):
     """The worker id given to a new worker is already recorded."""
 
@@ -340,6 +346,11 @@ class Worker:
             if free_slots and len(claimed) == free_slots and self._free_slots():
                 continue
             ran_dry = bool(free_slots) and len(claimed) < free_slots
+            if claimed and ran_dry:
+                # Let the slots start what was just claimed before asking when
+                # the next task is due: that query's Python would hold the GIL
+                # the starting tasks need. A wake-up ends this pause too.
+                self._wakeups.wait(START_PAUSE)
             self._wakeups.wait(self._next_wait(ran_dry))
 
     def _next_wait(self, ran_dry: bool) -> float:
