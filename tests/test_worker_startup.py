@@ -21,6 +21,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BAD_SETTINGS = "tests.settings_badapp"
 
 
+def run_check(worker_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py check`` with the workers' environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=worker_env,
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_worker_refuses_to_start_when_tasks_module_sends_on_import(
     run_worker: RunWorker, worker_env: dict[str, str]
 ) -> None:
@@ -43,15 +56,7 @@ def test_check_reports_tasks_module_that_sends_on_import(
 ) -> None:
     worker_env["DJANGO_SETTINGS_MODULE"] = BAD_SETTINGS
 
-    process = subprocess.run(
-        [sys.executable, "testproject/manage.py", "check"],
-        env=worker_env,
-        cwd=REPO_DIR,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    process = run_check(worker_env)
 
     assert process.returncode == 1
     assert "django_tasks_q.E003" in process.stderr
@@ -61,15 +66,7 @@ def test_check_reports_tasks_module_that_sends_on_import(
 
 
 def test_check_passes_without_sends_on_import(worker_env: dict[str, str]) -> None:
-    process = subprocess.run(
-        [sys.executable, "testproject/manage.py", "check"],
-        env=worker_env,
-        cwd=REPO_DIR,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    process = run_check(worker_env)
 
     assert process.returncode == 0, process.stderr
     assert "django_tasks_q.E003" not in process.stderr
@@ -101,15 +98,7 @@ def test_worker_skips_the_checks_of_the_web_side(
 ) -> None:
     # Importing the URLconf, as the URL checks do, would fail.
     settings_module(worker_env, tmp_path, 'ROOT_URLCONF = "tests.no_such_urls"')
-    check = subprocess.run(
-        [sys.executable, "-m", "django", "check"],
-        env=worker_env,
-        cwd=REPO_DIR,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    check = run_check(worker_env)
     handle = add.send(2, 3)
 
     process = run_worker("--burst", timeout=30)
