@@ -18,8 +18,14 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
+from typing import Any, TypeAlias
 
 logger = logging.getLogger("django_tasks_q.worker")
+
+#: What ``signal.signal()`` takes and returns.
+Handler: TypeAlias = (
+    Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+)
 
 #: Written to the pipe by ``uninstall()`` to end the relay thread; no signal
 #: has this number.
@@ -40,7 +46,7 @@ class SignalRelay:
     ) -> None:
         self._on_signal = on_signal
         self._signals = tuple(signals)
-        self._previous_handlers: dict[signal.Signals, object] = {}
+        self._previous_handlers: dict[signal.Signals, Handler] = {}
         self._previous_wakeup_fd = -1
         self._pipe: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
@@ -67,7 +73,7 @@ class SignalRelay:
         if self._pipe is None:
             return
         for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
         self._previous_handlers.clear()
         signal.set_wakeup_fd(self._previous_wakeup_fd)
 
