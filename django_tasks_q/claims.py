@@ -28,6 +28,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Now
 
+from . import prepared
 from .codes import ErrorCode
 from .dbclock import from_now
 from .ids import new_lease_token
@@ -272,7 +273,7 @@ def _claim_on_postgresql(
             "limit": limit - len(claimed),
             "worker_id": worker_id,
         }
-        with connections[database].cursor() as cursor:
+        with prepared.cursor(database) as cursor:
             cursor.execute(sql, parameters)
             rows = cursor.fetchall()
 
@@ -362,7 +363,7 @@ def seconds_until_next(*, queues: list[str], database: str) -> float | None:
     if connections[database].vendor == "postgresql":
         # Raw SQL: it runs while a just-claimed task is starting on another
         # thread, and the ORM's Python would hold the GIL it needs.
-        with connections[database].cursor() as cursor:
+        with prepared.cursor(database) as cursor:
             cursor.execute(
                 _POSTGRESQL_NEXT_DUE.format(table=Task._meta.db_table), [queues]
             )
@@ -479,7 +480,7 @@ def start(claimed: ClaimedTask) -> bool:
         sql = _POSTGRESQL_START.format(
             task_table=Task._meta.db_table, attempt_table=TaskAttempt._meta.db_table
         )
-        with connections[claimed.database].cursor() as cursor:
+        with prepared.cursor(claimed.database) as cursor:
             cursor.execute(
                 sql,
                 [
@@ -620,7 +621,7 @@ def complete_and_claim(
         "limit": 1,
         "worker_id": claimed.worker_id,
     }
-    with connections[claimed.database].cursor() as cursor:
+    with prepared.cursor(claimed.database) as cursor:
         cursor.execute(sql, parameters)
         rows = cursor.fetchall()
 
@@ -662,7 +663,7 @@ def _complete_on_postgresql(claimed: ClaimedTask, result: Any) -> bool:
         attempt_table=TaskAttempt._meta.db_table,
         announce=_announcement(claimed.database),
     )
-    with connections[claimed.database].cursor() as cursor:
+    with prepared.cursor(claimed.database) as cursor:
         cursor.execute(sql, _completion_parameters(claimed, result))
         updated = cursor.rowcount
     if not updated:

@@ -65,6 +65,10 @@ class TasksQSettings:
     #: Use PostgreSQL LISTEN/NOTIFY where available.
     listen: bool = True
 
+    #: Prepare the statements that claim, start, complete and send tasks on
+    #: the PostgreSQL server (see ``django_tasks_q.prepared``).
+    prepared_statements: bool = True
+
     #: Largest encoded size of one task's arguments, in bytes.
     max_payload_bytes: int = 1024 * 1024
 
@@ -124,10 +128,11 @@ def _validate(values: dict[str, Any]) -> None:
             f"options, not {values['queues']!r}."
         )
 
-    if not isinstance(values["listen"], bool):
-        raise ImproperlyConfigured(
-            f"TASKS_Q['LISTEN'] must be True or False, not {values['listen']!r}."
-        )
+    for key in ("listen", "prepared_statements"):
+        if not isinstance(values[key], bool):
+            raise ImproperlyConfigured(
+                f"TASKS_Q[{key.upper()!r}] must be True or False, not {values[key]!r}."
+            )
 
 
 @cache

@@ -18,6 +18,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from . import prepared
 from .codes import ErrorCode
 from .conf import PRIORITY_RANGE, get_settings, is_valid_priority, is_valid_queue_name
 from .dbclock import from_now
@@ -403,7 +404,7 @@ def _insert_on_postgresql(
     )
 
     try:
-        with connection.cursor() as cursor:
+        with prepared.cursor(database) as cursor:
             cursor.execute(sql, parameters)
     except DatabaseError as exc:
         raise _store_failed(task, exc) from exc

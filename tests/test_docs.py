@@ -623,7 +623,7 @@ def _sqlite_warnings(databases: dict[str, Any]) -> list[Any]:
 
 
 def test_databases_settings_blocks() -> None:
-    sqlite_block, postgres_block = blocks_of("databases.md", "settings")
+    sqlite_block, postgres_block, _ = blocks_of("databases.md", "settings")
     sqlite = run_settings(sqlite_block, BASE_DIR=Path("/srv/myproject"))["DATABASES"]
     postgres = run_settings(postgres_block)["DATABASES"]
     bare = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}}
@@ -632,6 +632,15 @@ def test_databases_settings_blocks() -> None:
     assert _sqlite_warnings(sqlite) == []
     assert _sqlite_warnings(postgres) == []
     assert [w.id for w in _sqlite_warnings(bare)] == ["django_tasks_q.W001"]
+
+
+def test_databases_pooler_block_turns_off_what_a_pooler_breaks() -> None:
+    *_, pooler_block = blocks_of("databases.md", "settings")
+    pooler = run_settings(pooler_block)
+
+    assert pooler["DATABASES"]["default"]["DISABLE_SERVER_SIDE_CURSORS"] is True
+    with override_settings(TASKS_Q=pooler["TASKS_Q"]):
+        assert get_settings().listen is False
 
 
 @pytest.mark.django_db

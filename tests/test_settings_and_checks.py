@@ -172,7 +172,7 @@ def test_unknown_key_raises_naming_it_and_the_known_keys(
         get_settings()
 
     assert expected in str(raised.value)
-    assert "POLL_INTERVAL, QUEUES" in str(raised.value)
+    assert "POLL_INTERVAL, PREPARED_STATEMENTS, QUEUES" in str(raised.value)
 
 
 def test_setting_that_is_not_a_dict_raises() -> None:
@@ -207,6 +207,9 @@ def test_setting_that_is_not_a_dict_raises() -> None:
         pytest.param("QUEUES", ["default"], "not ['default']", id="QUEUES-list"),
         pytest.param("LISTEN", "yes", "not 'yes'", id="LISTEN-str"),
         pytest.param("LISTEN", 1, "not 1", id="LISTEN-int"),
+        pytest.param(
+            "PREPARED_STATEMENTS", "no", "not 'no'", id="PREPARED_STATEMENTS-str"
+        ),
     ],
 )
 def test_bad_value_raises_naming_the_key_and_value(
