@@ -105,8 +105,9 @@ def running_workers(
     threads each, yield them once all have registered and settled, and stop
     them with SIGTERM (their normal shutdown) afterwards.
 
-    ``settings`` is merged into ``TASKS_Q`` in the workers, through the
-    ``TASKS_Q_BENCH`` variable that ``benchmarks/settings.py`` reads. The
+    ``settings`` is merged into ``TASKS_Q`` in the workers, over what this
+    process's ``TASKS_Q_BENCH`` holds, through the same variable, which
+    ``benchmarks/settings.py`` reads. The
     workers' standard output goes to standard error, so that it never mixes
     with a measurement's JSON.
     """
@@ -117,7 +118,9 @@ def running_workers(
     env = {
         **os.environ,
         **environment,
-        "TASKS_Q_BENCH": json.dumps(settings or {}),
+        "TASKS_Q_BENCH": json.dumps(
+            json.loads(os.environ.get("TASKS_Q_BENCH") or "{}") | (settings or {})
+        ),
     }
     command = [
         sys.executable,
