@@ -638,11 +638,116 @@ def complete_and_claim(
     )
 
 
-def _announcement(database: str) -> str:
+def _announcement(database: str, id_column: str = "id") -> str:
     """The RETURNING addition that tells result waiters a task finished."""
     if not notifications_enabled(database):
         return ""
-    return f", pg_notify('{FINISHED_CHANNEL}', id::text)"
+    return f", pg_notify('{FINISHED_CHANNEL}', {id_column}::text)"
+
+
+# The completions of several slots and their next claims in one statement:
+# ``complete_and_claim()`` for many tasks at once.
+_POSTGRESQL_COMPLETE_MANY_AND_CLAIM = (
+    """WITH
+finished AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[],
+        %(attempts)s::integer[], %(results)s::jsonb[])
+        AS finished(id, lease_token, attempt, result)
+),
+done AS (
+    UPDATE {task_table} AS task
+    SET status = 'COMPLETED', result = finished.result, finished_at = now(),
+        error_code = '', error_message = '', error_data = NULL,
+        exception_type = '', traceback = ''
+    FROM finished
+    WHERE task.id = finished.id AND task.status = 'RUNNING'
+        AND task.lease_token = finished.lease_token
+    RETURNING task.id, finished.attempt{announce}
+),
+closed AS (
+    UPDATE {attempt_table} AS attempt
+    SET outcome = 'COMPLETED', finished_at = now()
+    FROM done
+    WHERE attempt.task_id = done.id AND attempt.number = done.attempt
+),"""
+    + _READY.format(flush_setting="")
+    + ",\n"
+    + _START_CLAIMED
+    + """
+SELECT (SELECT array_agg(id) FROM done) AS completed, claimed.*
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedTask:
+    """One completion of ``complete_many_and_claim()``."""
+
+    claimed: ClaimedTask
+    result: Any
+    #: The claim of the slot's next task, or ``None`` for none.
+    then: NextClaim | None
+
+
+def complete_many_and_claim(finished: list[FinishedTask]) -> list[CompletedAndClaimed]:
+    """``complete_and_claim()`` for tasks that finished on several slots, in
+    one statement and one commit; one outcome per task, in order.
+
+    Every ``then`` that is not ``None`` must name the same queues. The claimed
+    tasks go to the tasks that asked for a claim, in order, as far as they
+    reach.
+    """
+    database = finished[0].claimed.database
+    assert can_complete_and_claim(database)
+    claims_wanted = [entry.then for entry in finished if entry.then is not None]
+    queues = claims_wanted[0].queues if claims_wanted else []
+    assert all(then.queues == queues for then in claims_wanted)
+
+    sql = _POSTGRESQL_COMPLETE_MANY_AND_CLAIM.format(
+        task_table=Task._meta.db_table,
+        attempt_table=TaskAttempt._meta.db_table,
+        announce=_announcement(database, id_column="task.id"),
+    )
+    parameters: dict[str, Any] = {
+        "task_ids": [entry.claimed.id for entry in finished],
+        "lease_tokens": [entry.claimed.lease_token for entry in finished],
+        "attempts": [entry.claimed.attempt for entry in finished],
+        "results": [
+            None if entry.result is None else json.dumps(entry.result)
+            for entry in finished
+        ],
+        "queues": queues,
+        "limit": len(claims_wanted),
+        "worker_id": finished[0].claimed.worker_id,
+    }
+    with prepared.cursor(database) as cursor:
+        cursor.execute(sql, parameters)
+        rows = cursor.fetchall()
+
+    completed_ids = set(rows[0][0] or ())
+    claim_rows = [row[1:] for row in rows if row[1] is not None]
+    runnable = iter(
+        _runnable(claim_rows, finished[0].claimed.worker_id, database, started=True)
+    )
+    # Places taken by tasks that could not run leave the claim short, though
+    # more may be ready: those slots try again on their own.
+    filled = len(claim_rows) == len(claims_wanted)
+
+    outcomes = []
+    for entry in finished:
+        completed = entry.claimed.id in completed_ids
+        if not completed:
+            _fenced_out(entry.claimed, "complete")
+        next_task = next(runnable, None) if entry.then is not None else None
+        outcomes.append(
+            CompletedAndClaimed(
+                completed=completed,
+                next_task=next_task,
+                filled=next_task is not None or (entry.then is not None and filled),
+            )
+        )
+    return outcomes
 
 
 def _completion_parameters(claimed: ClaimedTask, result: Any) -> dict[str, Any]:

@@ -82,6 +82,11 @@ class TasksQSettings:
     #: database is unreachable, before it gives the outcome up.
     write_retry_budget: float = 120.0
 
+    #: Seconds a thread pool slot whose task completed waits for the other
+    #: busy slots, to store their results in one statement (PostgreSQL);
+    #: 0 stores each result on its own.
+    completion_batch_wait: float = 0.0
+
 
 _NUMBER_KEYS = {
     "poll_interval",
@@ -109,6 +114,13 @@ def _validate(values: dict[str, Any]) -> None:
                 f"TASKS_Q[{key.upper()!r}] must be a positive number of seconds, "
                 f"not {value!r}."
             )
+
+    wait = values["completion_batch_wait"]
+    if isinstance(wait, bool) or not (wait == 0 or _is_positive_number(wait)):
+        raise ImproperlyConfigured(
+            "TASKS_Q['COMPLETION_BATCH_WAIT'] must be 0 or a positive number of "
+            f"seconds, not {wait!r}."
+        )
 
     size = values["max_payload_bytes"]
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:

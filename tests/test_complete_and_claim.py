@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_tasks_q import claims
-from django_tasks_q.claims import ClaimedTask, NextClaim
+from django_tasks_q.claims import ClaimedTask, FinishedTask, NextClaim
 from django_tasks_q.codes import ErrorCode
 from django_tasks_q.models import Task, TaskAttempt
 from django_tasks_q.states import AttemptOutcome, TaskStatus
@@ -132,3 +132,89 @@ def test_it_claims_only_from_the_queues_asked_for() -> None:
 
     assert outcome.next_task is None
     assert Task.objects.get(pk=elsewhere.task_id).status == TaskStatus.PENDING
+
+
+# Several slots' completions in one statement (COMPLETION_BATCH_WAIT).
+
+
+def test_a_batch_completes_every_task_and_claims_one_per_asking_slot() -> None:
+    first, second, third = running(), running(), running()
+    waiting = [multiply.using(queue=QUEUE).send(n, 10) for n in range(2)]
+    then = NextClaim(queues=[QUEUE])
+
+    outcomes = claims.complete_many_and_claim(
+        [
+            FinishedTask(first, 6, then),
+            FinishedTask(second, None, None),
+            FinishedTask(third, {"six": 6}, then),
+        ]
+    )
+
+    assert [outcome.completed for outcome in outcomes] == [True, True, True]
+    results = dict(Task.objects.values_list("pk", "result").filter(status="COMPLETED"))
+    assert results == {first.id: 6, second.id: None, third.id: {"six": 6}}
+    closed = TaskAttempt.objects.filter(outcome=AttemptOutcome.COMPLETED)
+    assert set(closed.values_list("task_id", flat=True)) == set(results)
+    assert all(attempt.finished_at is not None for attempt in closed)
+
+    # The slot that asked for nothing got nothing; the two others one each.
+    assert outcomes[1].next_task is None
+    assert not outcomes[1].filled
+    claimed = [outcomes[0].next_task, outcomes[2].next_task]
+    assert all(task is not None and task.started for task in claimed)
+    assert {str(task.id) for task in claimed if task} == {
+        handle.task_id for handle in waiting
+    }
+    assert outcomes[0].filled
+    assert outcomes[2].filled
+    for task in claimed:
+        assert task is not None
+        attempt = TaskAttempt.objects.get(task_id=task.id)
+        assert (attempt.outcome, attempt.lease_token) == (
+            AttemptOutcome.RUNNING,
+            task.lease_token,
+        )
+
+
+def test_a_fenced_out_task_in_a_batch_rejects_only_its_own_result() -> None:
+    kept, rescued = running(), running()
+    Task.objects.filter(pk=rescued.id).update(
+        status=TaskStatus.PENDING, lease_token=None, worker_id=""
+    )
+    then = NextClaim(queues=[QUEUE])
+
+    outcomes = claims.complete_many_and_claim(
+        [FinishedTask(kept, 1, then), FinishedTask(rescued, 2, then)]
+    )
+
+    assert [outcome.completed for outcome in outcomes] == [True, False]
+    assert Task.objects.get(pk=kept.id).result == 1
+    assert Task.objects.get(pk=rescued.id).result is None
+    # The claim took the rescued task back, as its second attempt.
+    assert outcomes[0].next_task is not None
+    assert (outcomes[0].next_task.id, outcomes[0].next_task.attempt) == (
+        rescued.id,
+        2,
+    )
+    assert outcomes[1].next_task is None
+    assert not outcomes[1].filled
+
+
+def test_a_batch_claim_cut_short_by_an_expired_task_lets_the_slot_try_again() -> None:
+    first, second = running(), running()
+    past = timezone.now() - dt.timedelta(minutes=1)
+    expired = multiply.using(queue=QUEUE, good_until=past).send(1, 1)
+    ready = multiply.using(queue=QUEUE).send(2, 2)
+    then = NextClaim(queues=[QUEUE])
+
+    outcomes = claims.complete_many_and_claim(
+        [FinishedTask(first, 1, then), FinishedTask(second, 2, then)]
+    )
+
+    assert Task.objects.get(pk=expired.task_id).status == TaskStatus.EXPIRED
+    assert outcomes[0].next_task is not None
+    assert str(outcomes[0].next_task.id) == ready.task_id
+    # Both places were taken, one by a task that could not run: more may be
+    # ready, so the second slot claims again.
+    assert outcomes[1].next_task is None
+    assert outcomes[1].filled

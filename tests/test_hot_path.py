@@ -77,6 +77,43 @@ postgresql_only = pytest.mark.skipif(
 )
 
 
+@postgresql_only
+def test_batched_completions_share_statements_and_commits(
+    start_worker: StartWorker, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "statements.log"
+    worker_env[STATEMENT_LOG_VARIABLE] = str(log)
+    # Long enough that every slot joins each batch even on a loaded machine;
+    # a batch goes as soon as all busy slots have joined.
+    worker_env["TASKS_Q_TEST_SETTINGS"] = json.dumps({"COMPLETION_BATCH_WAIT": 0.2})
+    worker = start_worker("--concurrency", "4")
+    wait_until(
+        lambda: Worker.objects.exists() and "tasks_q" in log.read_text(),
+        timeout=30,
+        message="the worker to start",
+    )
+    time.sleep(1)
+    before = len(_lines(log))
+
+    handles = whoami.send_many([((), {}) for _ in range(TASKS)])
+    wait_until(
+        lambda: Task.objects.finished().count() == TASKS,
+        timeout=60,
+        interval=0.1,
+        message=f"{TASKS} tasks to finish",
+    )
+    during = _lines(log)[before:]
+    worker.send_signal(15)
+    assert worker.wait(timeout=30) == 0, worker.output()
+
+    assert all(handle.get(timeout_ms=0).ok for handle in handles)
+    assert Task.objects.filter(status="COMPLETED").count() == TASKS
+    # Unbatched, every task takes one statement (see the test above); four
+    # slots sharing each batch take about a quarter.
+    per_task = len(during) / TASKS
+    assert per_task <= 0.5, f"{per_task:.2f} round trips per task"
+
+
 def _fill(pending: int, finished: int, queues: list[str]) -> None:
     """Many finished rows and some pending ones, in one statement each."""
     table = Task._meta.db_table

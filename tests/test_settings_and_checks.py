@@ -210,6 +210,15 @@ def test_setting_that_is_not_a_dict_raises() -> None:
         pytest.param(
             "PREPARED_STATEMENTS", "no", "not 'no'", id="PREPARED_STATEMENTS-str"
         ),
+        pytest.param(
+            "COMPLETION_BATCH_WAIT", -0.1, "not -0.1", id="COMPLETION_BATCH_WAIT-neg"
+        ),
+        pytest.param(
+            "COMPLETION_BATCH_WAIT", "2ms", "not '2ms'", id="COMPLETION_BATCH_WAIT-str"
+        ),
+        pytest.param(
+            "COMPLETION_BATCH_WAIT", False, "not False", id="COMPLETION_BATCH_WAIT-bool"
+        ),
     ],
 )
 def test_bad_value_raises_naming_the_key_and_value(

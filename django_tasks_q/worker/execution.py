@@ -30,6 +30,7 @@ from ..registry import registry
 from ..results import TaskError
 from ..serialization import PayloadError, SerializationError, decode, encode
 from ..task import BaseTask
+from .batching import CompletionBatcher
 from .event_loop import EventLoopThread
 from .persistence import DurableWriter, OutcomeLost
 
@@ -122,7 +123,9 @@ class TaskExecutor:
     """Executes claimed tasks; one instance is shared by a worker's threads.
 
     With ``enforce_timeouts=False`` (a prefork child, whose parent kills it
-    at the deadline) the task runs without a timer of its own.
+    at the deadline) the task runs without a timer of its own. With a
+    ``batcher``, completions join those of other slots where the database
+    can store them together.
     """
 
     def __init__(
@@ -131,10 +134,12 @@ class TaskExecutor:
         writer: DurableWriter,
         *,
         enforce_timeouts: bool = True,
+        batcher: CompletionBatcher | None = None,
     ) -> None:
         self.event_loop = event_loop
         self.writer = writer
         self.enforce_timeouts = enforce_timeouts
+        self.batcher = batcher
         self._controls: dict[uuid.UUID, RunControl] = {}
         self._controls_lock = threading.Lock()
 
@@ -270,6 +275,10 @@ class TaskExecutor:
         wanted and the database can: whether the completion applied, and the
         claim's outcome (``None``: no claim ran)."""
         then = next_claim() if next_claim is not None else None
+        if self.batcher is not None and claims.can_complete_and_claim(claimed.database):
+            batched = self.batcher.complete_and_claim(claimed, encoded, then)
+            return batched.completed, batched if then is not None else None
+
         if then is None or not claims.can_complete_and_claim(claimed.database):
             completed = self._write(
                 claimed, "complete", lambda: claims.complete(claimed, encoded)

@@ -70,6 +70,7 @@ class WorkerOptions:
     dead_worker_after: float = 30.0
     max_crashes: int = 3
     write_retry_budget: float = 120.0
+    completion_batch_wait: float = 0.0
     pool: str = "threads"
     install_signal_handlers: bool = True
 
@@ -140,6 +141,7 @@ class Worker:
             writer=self._writer,
             strays=self._strays,
             feed=self,
+            completion_batch_wait=self.options.completion_batch_wait,
         )
 
     # Lifecycle

@@ -8,10 +8,12 @@ know which pool it drives.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from ..claims import ClaimedTask, CompletedAndClaimed, NextClaim
+from .batching import CompletionBatcher
 from .connections import StrayConnectionCollector, drop_broken_connections
 from .event_loop import EventLoopThread
 from .execution import TaskExecutor
@@ -77,6 +79,9 @@ class ThreadPool:
     the claim loop; a submitted future therefore resolves when its thread has
     no next task.
 
+    With ``completion_batch_wait`` above zero, slots that finish close
+    together store their results in one statement (``batching``).
+
     ``async def`` tasks share one event loop thread. A thread cannot be
     stopped from outside, so ``abort()`` cannot end a sync task and a timed
     out one runs on in the background.
@@ -92,10 +97,22 @@ class ThreadPool:
         writer: DurableWriter,
         strays: StrayConnectionCollector,
         feed: SlotFeed,
+        completion_batch_wait: float = 0.0,
     ) -> None:
         self._feed = feed
         self._event_loop = EventLoopThread()
-        self._executor = TaskExecutor(self._event_loop, writer)
+        self._busy_slots = 0
+        self._busy_lock = threading.Lock()
+        batcher = (
+            CompletionBatcher(
+                wait=completion_batch_wait,
+                busy_slots=lambda: self._busy_slots,
+                writer=writer,
+            )
+            if completion_batch_wait > 0
+            else None
+        )
+        self._executor = TaskExecutor(self._event_loop, writer, batcher=batcher)
         self._strays = strays
         self._threads = ThreadPoolExecutor(
             max_workers=size,
@@ -127,6 +144,8 @@ class ThreadPool:
             next_task = self._feed.next_task(next_task, folded)
 
     def _run_one(self, claimed: ClaimedTask) -> CompletedAndClaimed | None:
+        with self._busy_lock:
+            self._busy_slots += 1
         try:
             return self._executor.execute(
                 claimed, lambda: self._feed.next_claim(claimed)
@@ -146,5 +165,7 @@ class ThreadPool:
             )
             return None
         finally:
+            with self._busy_lock:
+                self._busy_slots -= 1
             drop_broken_connections()
             self._strays.collect()

@@ -151,12 +151,15 @@ class Timings:
     heartbeat_interval: float
     dead_worker_after: float
     max_crashes: int = 3
+    #: ``COMPLETION_BATCH_WAIT``: above 0, slots store results in batches.
+    completion_batch_wait: float = 0.0
 
     def settings(self) -> dict[str, float | int]:
         return {
             "HEARTBEAT_INTERVAL": self.heartbeat_interval,
             "DEAD_WORKER_AFTER": self.dead_worker_after,
             "MAX_CRASHES": self.max_crashes,
+            "COMPLETION_BATCH_WAIT": self.completion_batch_wait,
         }
 
     @property

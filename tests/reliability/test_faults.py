@@ -7,10 +7,16 @@ killed or terminated worker is replaced by a new one. Delivery stays
 at-least-once with nothing lost: every task ends terminal, and every
 duplicate execution is explained by a fault.
 
+On PostgreSQL the scenario runs a second time with batched completions
+(``COMPLETION_BATCH_WAIT``), whose longer window between a task's return and
+its stored result the faults must not turn into a loss.
+
 The long tier (``long_run.py``) runs this scenario for minutes.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from django.db import connection
@@ -41,12 +47,27 @@ DRAIN_TIMEOUT = 0.5
 STOP_DURATIONS = (0.3, 2.5 * TIMINGS.dead_worker_after)
 
 
+@pytest.mark.parametrize(
+    "completion_batch_wait",
+    [
+        pytest.param(0.0, id="one-by-one"),
+        pytest.param(
+            0.01,
+            id="batched",
+            marks=pytest.mark.skipif(
+                connection.vendor != "postgresql",
+                reason="completions are batched on PostgreSQL only",
+            ),
+        ),
+    ],
+)
 def test_faults_under_load_lose_nothing_and_explain_every_duplicate(
-    make_cluster: MakeCluster, publish: Publish
+    make_cluster: MakeCluster, publish: Publish, completion_batch_wait: float
 ) -> None:
     postgres = chaos.on_postgresql()
+    timings = dataclasses.replace(TIMINGS, completion_batch_wait=completion_batch_wait)
     cluster = make_cluster(
-        TIMINGS, name="faulty", concurrency=2, drain_timeout=DRAIN_TIMEOUT
+        timings, name="faulty", concurrency=2, drain_timeout=DRAIN_TIMEOUT
     )
     cluster.start(8 if postgres else 4)
     injector = chaos.FaultInjector(cluster, stop_for=STOP_DURATIONS)
@@ -66,7 +87,7 @@ def test_faults_under_load_lose_nothing_and_explain_every_duplicate(
     exit_codes = cluster.stop()
 
     report = chaos.check_invariants(
-        "2 faults under load",
+        "2 faults under load" + (", batched" if completion_batch_wait else ""),
         sent.task_ids,
         cluster,
         injector.faults,

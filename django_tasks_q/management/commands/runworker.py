@@ -166,6 +166,7 @@ class Command(BaseCommand):
                 dead_worker_after=settings.dead_worker_after,
                 max_crashes=settings.max_crashes,
                 write_retry_budget=settings.write_retry_budget,
+                completion_batch_wait=settings.completion_batch_wait,
                 pool=options["pool"],
                 database=settings.database,
             )
