@@ -78,7 +78,13 @@ class Run:
     count_option: str
     processes: int = 1
     concurrency: int = 4
+    #: ``TASKS_Q`` settings of a django-tasks-q configuration; a run with
+    #: settings measures django-tasks-q only.
+    settings: dict[str, Any] | None = None
 
+
+#: The batched drain's ``COMPLETION_BATCH_WAIT``, in seconds.
+BATCH_WAIT = 0.002
 
 RUNS = [
     Run("send-one", "send-one", "send_one"),
@@ -87,6 +93,14 @@ RUNS = [
     Run("drain-1x8", "drain", "tasks", 1, 8),
     Run("drain-2x4", "drain", "tasks", 2, 4),
     Run("drain-4x4", "drain", "tasks", 4, 4),
+    Run(
+        "drain-1x8-batched",
+        "drain",
+        "tasks",
+        1,
+        8,
+        settings={"COMPLETION_BATCH_WAIT": BATCH_WAIT},
+    ),
     Run("latency", "latency", "latency_tasks"),
     Run("idle-rss", "idle-rss", "latency_tasks"),
 ]
@@ -222,7 +236,8 @@ def run_all(options: argparse.Namespace, database: str, systems: list[str]) -> R
         _progress(f"round {number + 1}/{options.rounds} ({database}): {order}")
         for run in RUNS:
             for system in order:
-                _one(results, options, database, system, run)
+                if run.settings is None or system == OURS:
+                    _one(results, options, database, system, run)
         if database == "postgresql" and not options.no_pgbench:
             _pgbench(results, options)
 
@@ -250,8 +265,11 @@ def _one(
         "--concurrency",
         str(run.concurrency),
     ]
+    environment = _environment()
+    if run.settings is not None:
+        environment["TASKS_Q_BENCH"] = json.dumps(run.settings)
     began = time.monotonic()
-    report = _subprocess_json(command, MEASURE_TIMEOUT)
+    report = _subprocess_json(command, MEASURE_TIMEOUT, environment)
     took = time.monotonic() - began
     key = (system, run.key)
     if report.get("ok"):
@@ -265,7 +283,9 @@ def _one(
         _progress(f"  {run.key:<10} {system:<16} FAILED: {shorten(error, 200)}")
 
 
-def _subprocess_json(command: list[str], timeout: float) -> dict[str, Any]:
+def _subprocess_json(
+    command: list[str], timeout: float, environment: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``command``; return the JSON object on the last line of its
     output, or ``{"ok": False, "error": ...}``."""
     try:
@@ -274,7 +294,7 @@ def _subprocess_json(command: list[str], timeout: float) -> dict[str, Any]:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_environment(),
+            env=environment or _environment(),
             cwd=REPO_DIR,
         )
     except subprocess.TimeoutExpired:
