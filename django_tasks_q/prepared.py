@@ -19,9 +19,9 @@ than PostgreSQL, with ``TASKS_Q["PREPARED_STATEMENTS"] = False``, and for a
 database whose ``DISABLE_SERVER_SIDE_CURSORS`` is set (Django's flag for a
 transaction-mode pooler such as PgBouncer). They are skipped too while the
 connection logs its queries (``DEBUG``, ``CaptureQueriesContext``): Django
-cannot show a prepared statement's SQL with its parameters. If the server still loses a
-statement (a pooler that was not declared), the statement runs again
-unprepared and that database stops using prepared statements in this
+cannot show a prepared statement's SQL with its parameters. If the server
+still loses a statement (a pooler that was not declared), the statement runs
+again unprepared and that database stops using prepared statements in this
 process.
 """
 
