@@ -157,7 +157,7 @@ def test_a_lost_statement_runs_again_unprepared_and_preparation_stops(
     assert not prepared.uses_prepared_statements("default")
     assert prepared_statements() == {}
     [record] = caplog.records
-    assert record.action == "prepared_statements_off"  # type: ignore[attr-defined]
+    assert record.__dict__["action"] == "prepared_statements_off"
     assert "PREPARED_STATEMENTS" in record.getMessage()
 
 
