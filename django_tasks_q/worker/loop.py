@@ -320,11 +320,13 @@ class Worker:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             self._wakeups.clear()
+            # Before the claim: its query's Python would hold the GIL that
+            # the tasks just handed to slots need to start.
+            self._forward_cancel_requests()
             free_slots = self._free_slots()
             claimed = self._claim(free_slots) if free_slots else []
             for claimed_task in claimed:
                 self._submit(claimed_task)
-            self._forward_cancel_requests()
 
             if self._max_tasks_reached():
                 logger.info(
