@@ -176,20 +176,45 @@ def claim(
 # One ordered walk of tasks_q_claim_idx per queue, which stops after n rows:
 # a plain "queue = ANY(...)" cannot use the index order and would sort every
 # pending row. The rows locked beyond the n claimed are unlocked at commit.
+# The queue list and n are filled in by ready_fields().
 _READY = """
 ready AS (
     SELECT candidate.id
-    FROM {flush_setting}unnest(%(queues)s::text[]) AS queue_name,
+    FROM {flush_setting}{{queue_list}},
     LATERAL (
         SELECT id, priority, run_after FROM {{task_table}}
         WHERE status = 'PENDING' AND queue = queue_name AND run_after <= now()
         ORDER BY priority DESC, run_after, id
-        LIMIT %(limit)s
+        LIMIT {{limit}}
         FOR UPDATE SKIP LOCKED
     ) AS candidate
     ORDER BY candidate.priority DESC, candidate.run_after, candidate.id
-    LIMIT %(limit)s
+    LIMIT {{limit}}
 )"""
+
+
+def ready_fields(
+    queues: list[str], limit: int
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The text that ``_READY`` is formatted with, and the parameters it
+    then takes, for a claim of ``limit`` tasks from ``queues``.
+
+    The queues are a VALUES list and the limit a number in the text, never an
+    array or a number given as a parameter: so the statement's text says how
+    many rows each step yields. PostgreSQL then estimates the plan it caches
+    for a prepared statement (made without the parameters' values) as cheap
+    as a plan made for each run, and uses it instead of planning every run,
+    which cost the server more than running the statement. Each queue count
+    and limit makes a statement of its own, prepared once per connection.
+    """
+    if queues:
+        rows = ", ".join(f"(%(queue_{n})s::text)" for n in range(len(queues)))
+        queue_list = f"(VALUES {rows}) AS queue_list(queue_name)"
+    else:
+        queue_list = "(SELECT NULL::text WHERE false) AS queue_list(queue_name)"
+    fields = {"queue_list": queue_list, "limit": str(int(limit))}
+    return fields, {f"queue_{n}": queue for n, queue in enumerate(queues)}
+
 
 # A claim on its own commits without waiting for its WAL flush
 # (synchronous_commit off for this transaction only): a claim that a server
@@ -250,13 +275,19 @@ _POSTGRESQL_CLAIM_AND_START = (
 )
 
 
-def postgresql_claim_sql(*, start: bool) -> str:
-    """The claim statement run on PostgreSQL, with placeholders ``queues``,
-    ``limit`` and ``worker_id``; tests EXPLAIN it to pin its plan."""
+def postgresql_claim(
+    *, start: bool, queues: list[str], limit: int, worker_id: str
+) -> tuple[str, dict[str, Any]]:
+    """The claim statement run on PostgreSQL and its parameters; tests
+    EXPLAIN it to pin its plan."""
     template = _POSTGRESQL_CLAIM_AND_START if start else _POSTGRESQL_CLAIM
-    return template.format(
-        task_table=Task._meta.db_table, attempt_table=TaskAttempt._meta.db_table
+    fields, parameters = ready_fields(queues, limit)
+    sql = template.format(
+        task_table=Task._meta.db_table,
+        attempt_table=TaskAttempt._meta.db_table,
+        **fields,
     )
+    return sql, parameters | {"worker_id": worker_id}
 
 
 def _claim_on_postgresql(
@@ -265,14 +296,11 @@ def _claim_on_postgresql(
     """The claim as one statement, which the ORM cannot express: select and
     lock the ready rows, give each a lease of its own and, with ``start``,
     open its attempt, in one round trip."""
-    sql = postgresql_claim_sql(start=start)
     claimed: list[ClaimedTask] = []
     while len(claimed) < limit:
-        parameters: dict[str, Any] = {
-            "queues": queues,
-            "limit": limit - len(claimed),
-            "worker_id": worker_id,
-        }
+        sql, parameters = postgresql_claim(
+            start=start, queues=queues, limit=limit - len(claimed), worker_id=worker_id
+        )
         with prepared.cursor(database) as cursor:
             cursor.execute(sql, parameters)
             rows = cursor.fetchall()
@@ -512,7 +540,10 @@ def start(claimed: ClaimedTask) -> bool:
     return bool(updated)
 
 
-# The notification for result waiters, if any, is sent from RETURNING.
+# The notification for result waiters, if any, is sent from RETURNING. The
+# attempt is found by the parameters, not by a join to "done": a plan made
+# without the values (a prepared statement's) could then walk the attempt
+# index by number alone, that is every attempt row.
 _COMPLETE_RUNNING = """
 done AS (
     UPDATE {task_table}
@@ -525,8 +556,8 @@ done AS (
 closed AS (
     UPDATE {attempt_table} AS attempt
     SET outcome = 'COMPLETED', finished_at = now()
-    FROM done
-    WHERE attempt.task_id = done.id AND attempt.number = %(attempt)s
+    WHERE attempt.task_id = %(task_id)s AND attempt.number = %(attempt)s
+        AND EXISTS (SELECT FROM done)
 )"""
 
 _POSTGRESQL_COMPLETE = "WITH" + _COMPLETE_RUNNING + "\nSELECT id FROM done\n"
@@ -611,16 +642,18 @@ def complete_and_claim(
     claims, and the caller must run what it got.
     """
     assert can_complete_and_claim(claimed.database)
+    fields, ready_parameters = ready_fields(then.queues, 1)
     sql = _POSTGRESQL_COMPLETE_AND_CLAIM.format(
         task_table=Task._meta.db_table,
         attempt_table=TaskAttempt._meta.db_table,
         announce=_announcement(claimed.database),
+        **fields,
     )
-    parameters = _completion_parameters(claimed, result) | {
-        "queues": then.queues,
-        "limit": 1,
-        "worker_id": claimed.worker_id,
-    }
+    parameters = (
+        _completion_parameters(claimed, result)
+        | ready_parameters
+        | {"worker_id": claimed.worker_id}
+    )
     with prepared.cursor(claimed.database) as cursor:
         cursor.execute(sql, parameters)
         rows = cursor.fetchall()
@@ -704,12 +737,14 @@ def complete_many_and_claim(finished: list[FinishedTask]) -> list[CompletedAndCl
     queues = claims_wanted[0].queues if claims_wanted else []
     assert all(then.queues == queues for then in claims_wanted)
 
+    fields, ready_parameters = ready_fields(queues, len(claims_wanted))
     sql = _POSTGRESQL_COMPLETE_MANY_AND_CLAIM.format(
         task_table=Task._meta.db_table,
         attempt_table=TaskAttempt._meta.db_table,
         announce=_announcement(database, id_column="task.id"),
+        **fields,
     )
-    parameters: dict[str, Any] = {
+    parameters: dict[str, Any] = ready_parameters | {
         "task_ids": [entry.claimed.id for entry in finished],
         "lease_tokens": [entry.claimed.lease_token for entry in finished],
         "attempts": [entry.claimed.attempt for entry in finished],
@@ -717,8 +752,6 @@ def complete_many_and_claim(finished: list[FinishedTask]) -> list[CompletedAndCl
             None if entry.result is None else json.dumps(entry.result)
             for entry in finished
         ],
-        "queues": queues,
-        "limit": len(claims_wanted),
         "worker_id": finished[0].claimed.worker_id,
     }
     with prepared.cursor(database) as cursor:

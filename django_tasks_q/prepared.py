@@ -1,10 +1,13 @@
 """Server-side prepared statements for the statements every task runs.
 
-PostgreSQL parses, analyses and rewrites a statement each time it receives
-its text; for the few long statements that claim, start, complete and send
-tasks, that work costs the server more than running them. Prepared once per
-connection, each later run skips it (the planner still plans every run for
-its parameters: ``plan_cache_mode`` is left at PostgreSQL's default).
+PostgreSQL parses, analyses, rewrites and plans a statement each time it
+receives its text; for the few long statements that claim, start, complete
+and send tasks, that work costs the server more than running them. Prepared
+once per connection, each later run skips the parsing, and after five runs
+the planning too, once the server finds its cached plan no costlier than
+the plans it made for the values (``plan_cache_mode`` is left at
+PostgreSQL's default). The claims keep their text fit for that: see
+``claims.ready_fields()``.
 
 Django binds parameters on the client and turns psycopg's statement
 preparation off (``prepare_threshold = None``), so that a project behind a

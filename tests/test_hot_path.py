@@ -158,8 +158,9 @@ def test_the_claim_walks_the_claim_index_and_stops_after_n_rows(
     limit = 4
 
     plan = _plan(
-        claims.postgresql_claim_sql(start=True),
-        {"queues": queues, "limit": limit, "worker_id": "w-plan"},
+        *claims.postgresql_claim(
+            start=True, queues=queues, limit=limit, worker_id="w-plan"
+        )
     )
 
     nodes = _nodes(plan)

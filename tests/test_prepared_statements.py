@@ -82,6 +82,21 @@ def test_the_hot_statements_are_prepared_once_per_connection() -> None:
     assert Task.objects.filter(status=TaskStatus.COMPLETED).count() == 4
 
 
+def test_the_server_plans_the_hot_statements_once_not_every_run() -> None:
+    # PostgreSQL plans a prepared statement's first five runs for their
+    # values, then keeps one plan if it costs no more than those did.
+    for _ in range(8):
+        run_one_task_through_the_hot_path()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans FROM pg_prepared_statements")
+        generic_plans = dict(cursor.fetchall())
+
+    assert len(generic_plans) == 4
+    planned_every_run = [sql for sql, runs in generic_plans.items() if runs == 0]
+    assert planned_every_run == []
+
+
 def test_django_queries_on_the_same_connection_stay_unprepared() -> None:
     run_one_task_through_the_hot_path()
     ours = prepared_statements().keys()
