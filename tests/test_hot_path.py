@@ -2,13 +2,15 @@
 
 Throughput is measured by ``benchmarks/`` (timings do not belong in tests);
 what a test can pin is what makes it fast: how many statements and commits a
-busy worker sends per task, and that the claim walks its partial index
-instead of scanning or sorting the table.
+busy worker sends per task, that the claim walks its partial index instead
+of scanning or sorting the table, and that the plan PostgreSQL keeps for a
+prepared completion (made without its values) finds rows by their keys.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ import pytest
 from django.db import connection, transaction
 
 from django_tasks_q import claims
-from django_tasks_q.models import Task, Worker
+from django_tasks_q.claims import NextClaim
+from django_tasks_q.models import Task, TaskAttempt, Worker
 from tests.helpers import StartWorker, wait_until
 from tests.taskapp.statements import STATEMENT_LOG_VARIABLE
 from tests.taskapp.tasks.worker import whoami
@@ -183,3 +186,66 @@ def test_the_claim_walks_the_claim_index_and_stops_after_n_rows(
     for node in nodes:
         if node["Node Type"] == "Sort":
             assert node["Actual Rows"] <= limit * len(queues)
+
+
+def _generic_plan(sql: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN of ``sql`` on the plan PostgreSQL caches for it as a prepared
+    statement, which it makes without the parameters' values."""
+    names: list[str] = []
+
+    def numbered(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    statement = re.sub(r"%\((\w+)\)s", numbered, sql)
+    arguments = ", ".join(["%s"] * len(names))
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE generic_plan AS {statement}")
+        try:
+            cursor.execute(
+                f"EXPLAIN (FORMAT JSON) EXECUTE generic_plan({arguments})",
+                [parameters[name] for name in names],
+            )
+            (document,) = cursor.fetchone()
+        finally:
+            cursor.execute("DEALLOCATE generic_plan")
+            cursor.execute("RESET plan_cache_mode")
+    plans = json.loads(document) if isinstance(document, str) else document
+    plan: dict[str, Any] = plans[0]["Plan"]
+    return plan
+
+
+@postgresql_only
+def test_a_completion_planned_without_its_values_finds_the_attempt_by_its_key() -> None:
+    # A nearly empty attempt table, as on a fresh database: the estimates
+    # then make a plan that joins attempts to the completed row scan the
+    # attempt index by number alone.
+    whoami.send()
+    whoami.send()
+    [running] = claims.claim(
+        worker_id="w-plan", queues=["default"], limit=1, database="default", start=True
+    )
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, *args: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, *args)
+
+    with connection.execute_wrapper(capture):
+        claims.complete_and_claim(running, None, NextClaim(queues=["default"]))
+    [(sql, parameters)] = statements
+
+    plan = _generic_plan(sql, parameters)
+
+    attempt_scans = [
+        node
+        for node in _nodes(plan)
+        if node.get("Relation Name") == TaskAttempt._meta.db_table
+        and "Scan" in node["Node Type"]
+    ]
+    assert attempt_scans, json.dumps(plan, indent=1)
+    for scan in attempt_scans:
+        assert scan["Node Type"] == "Index Scan", json.dumps(plan, indent=1)
+        assert "task_id = " in scan["Index Cond"], json.dumps(scan, indent=1)
