@@ -104,6 +104,22 @@ ROWS = [
         3,
     ),
     Row(
+        "PostgreSQL CPU, 2 x 4",
+        "ms/task",
+        "drain-2x4",
+        _field("postgres_cpu_ms_per_task"),
+        "≤ 0.5",
+        3,
+    ),
+    Row(
+        "PostgreSQL CPU, 4 x 4",
+        "ms/task",
+        "drain-4x4",
+        _field("postgres_cpu_ms_per_task"),
+        "≤ 0.5",
+        3,
+    ),
+    Row(
         "statements, 1 x 4",
         "per task",
         "drain-1x4",
@@ -387,6 +403,7 @@ def _targets(results: Results) -> list[list[str]]:
             "{:.3f} ms",
         ),
     ]
+    lines += _scale_out_targets(figure, check)
     lines += _batched_targets(results, check)
     lines += [
         check(
@@ -435,6 +452,31 @@ def _targets(results: Results) -> list[list[str]]:
         )
     else:
         lines.append(["idle RSS ≤ smallest peer", "no peer measured", "?"])
+    return lines
+
+
+def _scale_out_targets(
+    figure: Callable[[str, str], float | None],
+    check: Callable[[str, float | None, Callable[[float], bool], str], list[str]],
+) -> list[list[str]]:
+    """More worker processes must drain no slower than fewer, and keep
+    PostgreSQL's CPU per task within the same bound."""
+    lines = []
+    for more, fewer in (("2x4", "1x4"), ("4x4", "2x4")):
+        ours = figure(f"drain-{more}", "drain")
+        theirs = figure(f"drain-{fewer}", "drain")
+        ratio = None if ours is None or not theirs else ours / theirs
+        name = f"drain {more.replace('x', ' x ')} ≥ {fewer.replace('x', ' x ')}"
+        lines.append(check(name, ratio, _at_least(1), "{:.2f}x"))
+    for shape in ("2x4", "4x4"):
+        lines.append(
+            check(
+                f"PostgreSQL CPU, {shape.replace('x', ' x ')} ≤ 0.5 ms/task",
+                figure(f"drain-{shape}", "PostgreSQL"),
+                lambda v: v <= 0.5,
+                "{:.3f} ms",
+            )
+        )
     return lines
 
 
@@ -569,7 +611,7 @@ their range.
   committed in one go, and the time runs from the first task's start to the
   last task's finish, as stored by the system. Configurations: 1 worker
   process with 4 then 8 concurrent slots, 2 and 4 processes of 4.
-- **CPU per task** (1 x 4 drain): user + system CPU of the worker processes
+- **CPU per task** (each drain): user + system CPU of the worker processes
   and their children, and of every PostgreSQL server process of the host,
   over the drain, divided by the tasks. The PostgreSQL figure includes the
   backlog's INSERT and anything else the server did meanwhile.

@@ -19,7 +19,8 @@ a slow spell of the machine falls on all of them alike. The measurements:
    2 processes of 4, and 4 processes of 4, tasks/s from the first task's
    start to the last one's finish; the 1 x 4 drain also gives the CPU per
    task of the worker processes and of PostgreSQL, and the statements
-   (pg_stat_statements) and commits (pg_stat_database) per task; then, for
+   (pg_stat_statements) and commits (pg_stat_database) per task, and the
+   2 x 4 and 4 x 4 drains PostgreSQL's CPU per task; then, for
    django-tasks-q only, 1 process of 8 with batched completions
    (``COMPLETION_BATCH_WAIT``), with its CPU and commits per task;
 4. pick-up latency with one idle worker (``--latency-tasks`` sends), and for
