@@ -249,3 +249,25 @@ def test_a_completion_planned_without_its_values_finds_the_attempt_by_its_key() 
     for scan in attempt_scans:
         assert scan["Node Type"] == "Index Scan", json.dumps(plan, indent=1)
         assert "task_id = " in scan["Index Cond"], json.dumps(scan, indent=1)
+
+
+@postgresql_only
+def test_the_claim_planned_without_its_values_still_walks_the_claim_index() -> None:
+    _fill(pending=3_000, finished=30_000, queues=["default", "mail"])
+
+    plan = _generic_plan(
+        *claims.postgresql_claim(
+            start=True, queues=["default", "mail"], limit=4, worker_id="w-plan"
+        )
+    )
+
+    task_scans = [
+        node
+        for node in _nodes(plan)
+        if node.get("Relation Name") == Task._meta.db_table
+        and "Scan" in node["Node Type"]
+    ]
+    assert [scan.get("Index Name") for scan in task_scans] == [
+        "tasks_q_claim_idx",
+        "django_tasks_q_task_pkey",
+    ], json.dumps(plan, indent=1)
