@@ -201,16 +201,19 @@ def _generic_plan(sql: str, parameters: dict[str, Any]) -> dict[str, Any]:
     statement = re.sub(r"%\((\w+)\)s", numbered, sql)
     arguments = ", ".join(["%s"] * len(names))
     with connection.cursor() as cursor:
+        # Put back on failure too: the connection serves the next tests.
         cursor.execute("SET plan_cache_mode = force_generic_plan")
-        cursor.execute(f"PREPARE generic_plan AS {statement}")
         try:
-            cursor.execute(
-                f"EXPLAIN (FORMAT JSON) EXECUTE generic_plan({arguments})",
-                [parameters[name] for name in names],
-            )
-            (document,) = cursor.fetchone()
+            cursor.execute(f"PREPARE generic_plan AS {statement}")
+            try:
+                cursor.execute(
+                    f"EXPLAIN (FORMAT JSON) EXECUTE generic_plan({arguments})",
+                    [parameters[name] for name in names],
+                )
+                (document,) = cursor.fetchone()
+            finally:
+                cursor.execute("DEALLOCATE generic_plan")
         finally:
-            cursor.execute("DEALLOCATE generic_plan")
             cursor.execute("RESET plan_cache_mode")
     plans = json.loads(document) if isinstance(document, str) else document
     plan: dict[str, Any] = plans[0]["Plan"]
