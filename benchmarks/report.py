@@ -462,17 +462,17 @@ def _scale_out_targets(
     """More worker processes must drain no slower than fewer, and keep
     PostgreSQL's CPU per task within the same bound."""
     lines = []
-    for more, fewer in (("2x4", "1x4"), ("4x4", "2x4")):
-        ours = figure(f"drain-{more}", "drain")
-        theirs = figure(f"drain-{fewer}", "drain")
+    for more, fewer in ((2, 1), (4, 2)):
+        ours = figure(f"drain-{more}x4", "drain")
+        theirs = figure(f"drain-{fewer}x4", "drain")
         ratio = None if ours is None or not theirs else ours / theirs
-        name = f"drain {more.replace('x', ' x ')} ≥ {fewer.replace('x', ' x ')}"
+        name = f"drain {more} x 4 ≥ {fewer} x 4"
         lines.append(check(name, ratio, _at_least(1), "{:.2f}x"))
-    for shape in ("2x4", "4x4"):
+    for processes in (2, 4):
         lines.append(
             check(
-                f"PostgreSQL CPU, {shape.replace('x', ' x ')} ≤ 0.5 ms/task",
-                figure(f"drain-{shape}", "PostgreSQL"),
+                f"PostgreSQL CPU, {processes} x 4 ≤ 0.5 ms/task",
+                figure(f"drain-{processes}x4", "PostgreSQL"),
                 lambda v: v <= 0.5,
                 "{:.3f} ms",
             )

@@ -211,6 +211,7 @@ def ready_fields(
         rows = ", ".join(f"(%(queue_{n})s::text)" for n in range(len(queues)))
         queue_list = f"(VALUES {rows}) AS queue_list(queue_name)"
     else:
+        # A batch of completions that claims nothing: VALUES cannot be empty.
         queue_list = "(SELECT NULL::text WHERE false) AS queue_list(queue_name)"
     fields = {"queue_list": queue_list, "limit": str(int(limit))}
     return fields, {f"queue_{n}": queue for n, queue in enumerate(queues)}
